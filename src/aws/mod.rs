@@ -1,0 +1,30 @@
+//! The AWS seam: the only module that calls the SDK. `work` and `scale` are written against the
+//! small traits defined in the submodules, so their logic is tested without AWS and the SDK types
+//! stay out of the pure code.
+
+use aws_config::BehaviorVersion;
+
+/// One set of SDK clients, built once per process from the standard chain (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, credentials from env, profile, ECS task role or Lambda role).
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ecs: aws_sdk_ecs::Client,
+}
+
+impl Clients {
+    /// `force_path_style` is for S3 emulators and S3-compatible stores that do not serve
+    /// virtual-hosted bucket names.
+    pub async fn load(force_path_style: bool) -> Clients {
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(force_path_style)
+            .build();
+        Clients {
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            sqs: aws_sdk_sqs::Client::new(&shared),
+            ecs: aws_sdk_ecs::Client::new(&shared),
+        }
+    }
+}

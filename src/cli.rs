@@ -1,0 +1,318 @@
+//! Command-line definitions (clap derive) and the busybox dispatch on argv[0].
+//!
+//! Only raw values live here: every flag can also come from its `QP_*` environment variable
+//! (containers and Lambda configure through the environment). [`crate::config`] validates them.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::image::{Mode, Size};
+use crate::logging::LogFormat;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "qp",
+    version,
+    about = "Turn a bucket of uploaded images into a bucket of model-ready JPEGs.",
+    long_about = "Turn a bucket of uploaded images into a bucket of model-ready JPEGs.\n\n\
+        One binary, three modes: `qp resize` works on local files, `qp work` drains the S3 \
+        notification queue on ECS Fargate, `qp scale` starts Fargate tasks for the backlog (and is \
+        the Lambda `bootstrap`). Every flag can also be set through the QP_* variable shown in its \
+        help.",
+    after_help = "Examples:\n  qp resize samples --out out --size 224x224 --size 299x299\n  \
+        QP_QUEUE_URL=... QP_DEST_BUCKET=... qp work\n  qp scale --dry-run"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start Fargate tasks for the queue backlog (the scheduled Lambda; `bootstrap` runs this).
+    #[command(
+        after_help = "Example:\n  QP_QUEUE_URL=https://sqs.../uploads QP_CLUSTER=qp \
+        QP_TASK_DEFINITION=qp-worker QP_CONTAINER_NAME=worker QP_SUBNETS=subnet-a,subnet-b \
+        QP_SECURITY_GROUPS=sg-1 qp scale --dry-run"
+    )]
+    Scale(ScaleArgs),
+    /// Drain the S3 notification queue: resize each uploaded image into the destination bucket.
+    #[command(
+        after_help = "Example:\n  QP_QUEUE_URL=https://sqs.../uploads QP_DEST_BUCKET=my-processed \
+        QP_SIZES=224x224,299x299 qp work"
+    )]
+    Work(WorkArgs),
+    /// Resize local JPEG files and directories (walked recursively) in parallel.
+    #[command(after_help = "Examples:\n  qp resize samples --out out\n  \
+        qp resize a.jpg b.jpg --size 224x224 --size 299x299 --mode pad --out model-input")]
+    Resize(ResizeArgs),
+}
+
+/// The image pipeline's settings, shared by `resize` and `work`.
+#[derive(Args, Debug, Clone)]
+pub struct ImageArgs {
+    /// Output size WxH; repeat (or comma-separate) for several outputs from one decode.
+    #[arg(
+        long = "size",
+        env = "QP_SIZES",
+        value_name = "WxH",
+        value_delimiter = ',',
+        default_value = "224x224",
+        value_parser = parse_size
+    )]
+    pub sizes: Vec<Size>,
+
+    /// fill: cover then centre-crop to exactly WxH; fit: shrink inside WxH keeping the aspect
+    /// ratio (never enlarges); pad: fit, then letterbox with black to exactly WxH.
+    #[arg(long, env = "QP_MODE", default_value = "fill", value_parser = parse_mode)]
+    pub mode: Mode,
+
+    /// JPEG quality of the outputs, 1-100.
+    #[arg(long, env = "QP_QUALITY", default_value_t = crate::image::DEFAULT_QUALITY,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: u8,
+
+    /// Refuse images with more pixels than this, from the header alone, before decoding.
+    #[arg(long, env = "QP_MAX_PIXELS", default_value_t = crate::image::DEFAULT_MAX_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_pixels: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct ResizeArgs {
+    /// JPEG files, or directories to walk recursively (their structure is mirrored under --out).
+    #[arg(required = true, value_name = "FILES_OR_DIRS")]
+    pub inputs: Vec<PathBuf>,
+
+    /// Output directory (created if missing). With several sizes each gets a WxH subdirectory.
+    #[arg(short, long, default_value = "out")]
+    pub out: PathBuf,
+
+    /// Files processed at once (default: the CPUs this process may use).
+    #[arg(short, long, env = "QP_JOBS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkArgs {
+    /// URL of the SQS queue receiving the S3 event notifications.
+    #[arg(long, env = "QP_QUEUE_URL")]
+    pub queue_url: Option<String>,
+
+    /// Bucket the resized images are written to.
+    #[arg(long, env = "QP_DEST_BUCKET")]
+    pub dest_bucket: Option<String>,
+
+    /// Key prefix of the outputs: PREFIX/<source key>, or PREFIX/<W>x<H>/<source key> with
+    /// several sizes.
+    #[arg(long, env = "QP_DEST_PREFIX", default_value = "processed")]
+    pub dest_prefix: String,
+
+    #[command(flatten)]
+    pub image: ImageArgs,
+
+    /// Images downloaded/uploaded at once (default: 8 per CPU).
+    #[arg(long, env = "QP_CONCURRENCY", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+
+    /// Exit once the queue has stayed empty this long (scale to zero).
+    #[arg(long, env = "QP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Dead-letter queue for images that can never succeed (not a JPEG, truncated, ...). Without
+    /// it they stay on the queue for its redrive policy.
+    #[arg(long, env = "QP_DLQ_URL")]
+    pub dlq_url: Option<String>,
+
+    /// On SIGTERM, time allowed to finish in-flight images (Fargate Spot gives 120 s in all).
+    #[arg(long, env = "QP_SHUTDOWN_GRACE_SECS", default_value_t = 90)]
+    pub shutdown_grace_secs: u64,
+
+    /// Path-style S3 addressing, for emulators and S3-compatible stores.
+    #[arg(long, env = "QP_S3_FORCE_PATH_STYLE", action = ArgAction::Set, default_value_t = false,
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub s3_force_path_style: bool,
+
+    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal).
+    #[arg(long, env = "QP_LOG_FORMAT", default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    /// Compute and print the plan; launch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// URL of the SQS queue whose depth drives the scaling.
+    #[arg(long, env = "QP_QUEUE_URL")]
+    pub queue_url: Option<String>,
+
+    /// ECS cluster name or ARN.
+    #[arg(long, env = "QP_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Worker task definition: family, family:revision or ARN.
+    #[arg(long, env = "QP_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+
+    /// Name of the worker container in the task definition (target of the overrides).
+    #[arg(long, env = "QP_CONTAINER_NAME")]
+    pub container_name: Option<String>,
+
+    /// Subnets for the tasks, comma-separated (spread across AZs).
+    #[arg(long, env = "QP_SUBNETS", value_delimiter = ',')]
+    pub subnets: Vec<String>,
+
+    /// Security groups for the tasks, comma-separated.
+    #[arg(long, env = "QP_SECURITY_GROUPS", value_delimiter = ',')]
+    pub security_groups: Vec<String>,
+
+    /// Give tasks a public IP (needed in public subnets without a NAT gateway).
+    #[arg(long, env = "QP_ASSIGN_PUBLIC_IP", action = ArgAction::Set, default_value_t = false,
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub assign_public_ip: bool,
+
+    /// Backlog one task is expected to handle per scaling period.
+    #[arg(long, env = "QP_MESSAGES_PER_TASK", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub messages_per_task: u32,
+
+    /// Upper bound on tasks running at once.
+    #[arg(long, env = "QP_MAX_TASKS", default_value_t = 10)]
+    pub max_tasks: u32,
+
+    /// Upper bound on tasks launched by one tick (default: no bound beyond --max-tasks).
+    #[arg(long, env = "QP_MAX_LAUNCH_PER_RUN")]
+    pub max_launch_per_run: Option<u32>,
+
+    /// Capacity provider strategy: PROVIDER:WEIGHT[:base=N],... e.g. FARGATE:1:base=1,FARGATE_SPOT:4
+    #[arg(long, env = "QP_CAPACITY", default_value = "FARGATE_SPOT:1")]
+    pub capacity: String,
+
+    /// Relaunch Fargate Spot capacity failures on regular FARGATE.
+    #[arg(long, env = "QP_SPOT_FALLBACK", action = ArgAction::Set, default_value_t = true,
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub spot_fallback: bool,
+
+    /// Count in-flight (received, not yet deleted) messages as backlog too.
+    #[arg(long, env = "QP_COUNT_IN_FLIGHT", action = ArgAction::Set, default_value_t = true,
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub count_in_flight: bool,
+
+    /// Off switch: with false the scaler reports but never launches.
+    #[arg(long, env = "QP_ENABLED", action = ArgAction::Set, default_value_t = true,
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub enabled: bool,
+
+    /// Environment passed to launched containers as overrides: NAME=VALUE,NAME=VALUE
+    #[arg(long, env = "QP_TASK_ENV")]
+    pub task_env: Option<String>,
+
+    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal).
+    #[arg(long, env = "QP_LOG_FORMAT", default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+fn parse_size(s: &str) -> Result<Size, String> {
+    s.parse()
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+}
+
+/// The applets a busybox-style binary answers to by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applet {
+    /// Lambda custom runtimes execute a file called `bootstrap`: that is the scaler.
+    Bootstrap,
+}
+
+/// Decides the applet from argv[0]'s file stem; None means "parse the arguments as `qp`".
+pub fn applet(argv0: &OsStr) -> Option<Applet> {
+    match Path::new(argv0).file_stem()?.to_str()? {
+        "bootstrap" => Some(Applet::Bootstrap),
+        _ => None,
+    }
+}
+
+/// Parses a full argument vector (argv[0] included), applying the busybox dispatch.
+pub fn parse<I>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    if args.first().and_then(|a| applet(a)) == Some(Applet::Bootstrap) {
+        args.insert(1, "scale".into());
+    }
+    Cli::try_parse_from(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn argv0_decides_the_applet() {
+        for name in [
+            "bootstrap",
+            "./bootstrap",
+            "/var/runtime/bootstrap",
+            "bootstrap.exe",
+        ] {
+            assert_eq!(applet(OsStr::new(name)), Some(Applet::Bootstrap), "{name}");
+        }
+        for name in ["qp", "/usr/local/bin/qp", "bootstrapper", "", "/"] {
+            assert_eq!(applet(OsStr::new(name)), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_runs_scale() {
+        let cli = parse(["/var/task/bootstrap"]).unwrap();
+        assert!(matches!(cli.command, Command::Scale(_)));
+        let cli = parse(["bootstrap", "--dry-run"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Scale(ScaleArgs { dry_run: true, .. })
+        ));
+    }
+
+    #[test]
+    fn qp_needs_a_subcommand() {
+        assert!(parse(["qp"]).is_err());
+        let cli = parse(["qp", "resize", "a.jpg", "--size", "224x224,299x299"]).unwrap();
+        let Command::Resize(args) = cli.command else {
+            panic!("not resize")
+        };
+        assert_eq!(args.image.sizes.len(), 2);
+        assert_eq!(args.out, PathBuf::from("out"));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for argv in [
+            vec!["qp", "resize", "a.jpg", "--size", "224"],
+            vec!["qp", "resize", "a.jpg", "--mode", "stretch"],
+            vec!["qp", "resize", "a.jpg", "--quality", "0"],
+            vec!["qp", "resize", "a.jpg", "--jobs", "0"],
+        ] {
+            let err = parse(argv.clone()).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

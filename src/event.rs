@@ -1,0 +1,1 @@
+//! SQS message bodies to object references (filled in by the worker issue).

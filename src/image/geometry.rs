@@ -1,0 +1,213 @@
+//! Output geometry: where to crop, how big to resize, where to pad, and how far the decoder may
+//! shrink the image for free before the resize.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::Size;
+
+/// How an image is made to fit a `WxH` size.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Cover `WxH`, then centre-crop: exactly `WxH`, nothing distorted, edges cut.
+    #[default]
+    Fill,
+    /// Shrink to fit inside `WxH`, keeping the aspect ratio; never enlarges. This is what
+    /// Pillow's `Image.thumbnail((W, H))` does.
+    Fit,
+    /// Fit inside `WxH` (enlarging if needed), then letterbox with black to exactly `WxH`.
+    Pad,
+}
+
+impl Mode {
+    pub const NAMES: [&'static str; 3] = ["fill", "fit", "pad"];
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Fill => "fill",
+            Mode::Fit => "fit",
+            Mode::Pad => "pad",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fill" => Ok(Mode::Fill),
+            "fit" => Ok(Mode::Fit),
+            "pad" => Ok(Mode::Pad),
+            _ => Err(format!("'{s}' is not a mode: expected fill, fit or pad")),
+        }
+    }
+}
+
+/// The geometry of one output, in full-scale (upright) source coordinates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    /// Source region to resize: left, top, width, height (fractional: the centre crop need not
+    /// fall on whole pixels).
+    pub crop: (f64, f64, f64, f64),
+    /// Size the crop is resized to.
+    pub inner: (u32, u32),
+    /// Size of the encoded output (differs from `inner` only when padding).
+    pub output: (u32, u32),
+    /// Where `inner` sits inside `output`.
+    pub offset: (u32, u32),
+}
+
+impl Plan {
+    pub fn new(mode: Mode, (w, h): (u32, u32), size: Size) -> Plan {
+        let (wf, hf) = (f64::from(w), f64::from(h));
+        let (tw, th) = (f64::from(size.width), f64::from(size.height));
+        let full = (0.0, 0.0, wf, hf);
+        let scaled = |s: f64, max: (u32, u32)| {
+            (
+                ((wf * s).round() as u32).clamp(1, max.0),
+                ((hf * s).round() as u32).clamp(1, max.1),
+            )
+        };
+        match mode {
+            Mode::Fill => {
+                let s = (tw / wf).max(th / hf);
+                let (cw, ch) = ((tw / s).min(wf), (th / s).min(hf));
+                let out = (size.width, size.height);
+                Plan {
+                    crop: ((wf - cw) / 2.0, (hf - ch) / 2.0, cw, ch),
+                    inner: out,
+                    output: out,
+                    offset: (0, 0),
+                }
+            }
+            Mode::Fit => {
+                let s = (tw / wf).min(th / hf).min(1.0);
+                let inner = scaled(s, (w, h));
+                Plan {
+                    crop: full,
+                    inner,
+                    output: inner,
+                    offset: (0, 0),
+                }
+            }
+            Mode::Pad => {
+                let s = (tw / wf).min(th / hf);
+                let inner = scaled(s, (size.width, size.height));
+                Plan {
+                    crop: full,
+                    inner,
+                    output: (size.width, size.height),
+                    offset: ((size.width - inner.0) / 2, (size.height - inner.1) / 2),
+                }
+            }
+        }
+    }
+
+    /// Source pixels per output pixel along the tighter axis.
+    fn reduction(&self) -> f64 {
+        let (_, _, cw, ch) = self.crop;
+        (cw / f64::from(self.inner.0)).min(ch / f64::from(self.inner.1))
+    }
+}
+
+/// The largest JPEG scale denominator (1, 2, 4 or 8) that still leaves at least one decoded pixel
+/// per output pixel for every requested size: decoding at 1/8 in the DCT domain averages each 8x8
+/// block, which is a proper box filter, so the resize after it loses nothing.
+pub fn decode_denominator(w: u32, h: u32, sizes: &[Size], mode: Mode) -> u8 {
+    let reduction = sizes
+        .iter()
+        .map(|&s| Plan::new(mode, (w, h), s).reduction())
+        .fold(f64::INFINITY, f64::min);
+    [8u8, 4, 2]
+        .into_iter()
+        .find(|&d| f64::from(d) <= reduction)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(w: u32, h: u32) -> Size {
+        Size {
+            width: w,
+            height: h,
+        }
+    }
+
+    #[test]
+    fn fill_crops_the_centre() {
+        let p = Plan::new(Mode::Fill, (640, 384), size(224, 224));
+        assert_eq!(p.output, (224, 224));
+        assert_eq!(p.inner, (224, 224));
+        assert_eq!(p.crop, (128.0, 0.0, 384.0, 384.0));
+    }
+
+    #[test]
+    fn fit_never_enlarges_and_keeps_aspect() {
+        assert_eq!(
+            Plan::new(Mode::Fit, (640, 384), size(224, 224)).output,
+            (224, 134)
+        );
+        assert_eq!(
+            Plan::new(Mode::Fit, (100, 50), size(224, 224)).output,
+            (100, 50)
+        );
+        assert_eq!(
+            Plan::new(Mode::Fit, (640, 1), size(224, 224)).output,
+            (224, 1)
+        );
+    }
+
+    #[test]
+    fn pad_letterboxes_to_the_exact_size() {
+        let p = Plan::new(Mode::Pad, (640, 384), size(224, 224));
+        assert_eq!(p.output, (224, 224));
+        assert_eq!(p.inner, (224, 134));
+        assert_eq!(p.offset, (0, 45));
+        let tiny = Plan::new(Mode::Pad, (1, 1), size(299, 299));
+        assert_eq!((tiny.inner, tiny.output), ((299, 299), (299, 299)));
+    }
+
+    #[test]
+    fn denominator_table() {
+        let s224 = [size(224, 224)];
+        // (w, h, mode, sizes) -> denom
+        let cases: &[(u32, u32, Mode, &[Size], u8)] = &[
+            (5120, 2880, Mode::Fill, &s224, 8),
+            (5120, 2880, Mode::Fit, &s224, 8),
+            (2560, 1600, Mode::Fill, &s224, 4),
+            (2560, 1600, Mode::Fit, &s224, 8),
+            (500, 375, Mode::Fill, &s224, 1),
+            (500, 500, Mode::Fit, &s224, 2),
+            (640, 1, Mode::Fit, &s224, 1),
+            (224, 224, Mode::Fill, &s224, 1),
+            (
+                5120,
+                2880,
+                Mode::Fill,
+                &[size(224, 224), size(1024, 1024)],
+                2,
+            ),
+        ];
+        for &(w, h, mode, sizes, want) in cases {
+            assert_eq!(
+                decode_denominator(w, h, sizes, mode),
+                want,
+                "{w}x{h} {mode} {sizes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("FIT".parse::<Mode>(), Ok(Mode::Fit));
+        assert!("crop".parse::<Mode>().is_err());
+        for name in Mode::NAMES {
+            assert_eq!(name.parse::<Mode>().unwrap().to_string(), name);
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! The image core: JPEG bytes in, model-ready JPEGs out. Pure: no files, no network.
+//!
+//! Every mode calls [`process`]: `qp resize` on local files, `qp work` on S3 objects.
+//! The steps are: sniff the bytes, read the header (refusing oversized images before any pixel
+//! buffer exists), pick a decode scale, decode (the DCT-domain fast path in [`scaled`] when the
+//! target is at least 2x smaller, zune-jpeg otherwise), apply the EXIF orientation, then for each
+//! requested size crop/resize/pad with fast_image_resize and encode with jpeg-encoder.
+
+mod geometry;
+mod orient;
+pub mod scaled;
+
+use std::fmt;
+use std::str::FromStr;
+
+use fast_image_resize as fr;
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+use zune_jpeg::errors::DecodeErrors;
+
+pub use geometry::{Mode, Plan};
+pub use orient::Orientation;
+
+/// Default JPEG quality of the outputs: high enough that encoding artefacts stay well below what
+/// the resize itself changes, while a 224x224 output stays around 15-25 KB.
+pub const DEFAULT_QUALITY: u8 = 90;
+
+/// Default pixel limit. A full-scale decode needs about 3 bytes per pixel plus zune-jpeg's working
+/// buffers (roughly 6 bytes per pixel in all), so 100 MP stays under 700 MB: two images in flight
+/// fit in a 2 GB Fargate task. Big photos shrunk 2x or more never allocate full size at all.
+pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
+
+/// An output size, `WxH`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Size {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Size {
+    /// Largest side accepted for an output: JPEG itself stops at 65535, and anything near it is no
+    /// model input.
+    pub const MAX_SIDE: u32 = 16384;
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+impl FromStr for Size {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a size: expected WxH such as 224x224");
+        let (w, h) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+        let w: u32 = w.trim().parse().map_err(|_| bad())?;
+        let h: u32 = h.trim().parse().map_err(|_| bad())?;
+        if w == 0 || h == 0 || w > Self::MAX_SIDE || h > Self::MAX_SIDE {
+            return Err(format!(
+                "'{s}' is out of range: width and height must be 1 to {}",
+                Self::MAX_SIDE
+            ));
+        }
+        Ok(Size {
+            width: w,
+            height: h,
+        })
+    }
+}
+
+/// What to produce from each input image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResizeSpec {
+    /// One output per size, all from a single decode.
+    pub sizes: Vec<Size>,
+    pub mode: Mode,
+    /// JPEG quality, 1-100.
+    pub quality: u8,
+    /// Images with more pixels than this are refused from their header alone.
+    pub max_pixels: u64,
+}
+
+impl Default for ResizeSpec {
+    fn default() -> Self {
+        ResizeSpec {
+            sizes: vec![Size {
+                width: 224,
+                height: 224,
+            }],
+            mode: Mode::Fill,
+            quality: DEFAULT_QUALITY,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// One encoded output.
+#[derive(Clone, Debug)]
+pub struct Resized {
+    /// The size that was asked for (in `fit` mode the image may be smaller).
+    pub size: Size,
+    pub width: u32,
+    pub height: u32,
+    /// A baseline RGB JPEG.
+    pub jpeg: Vec<u8>,
+}
+
+/// Why an image could not be converted. Every variant is a property of the bytes, so retrying the
+/// same object never helps: the worker treats all of them as permanent.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    #[error("not a JPEG: the file is empty")]
+    Empty,
+    #[error("not a JPEG: {0}")]
+    NotJpeg(&'static str),
+    #[error("truncated: the JPEG data ends before the image is complete")]
+    Truncated,
+    #[error(
+        "too large: {width}x{height} exceeds the limit of {limit} pixels (raise --max-pixels / QP_MAX_PIXELS)"
+    )]
+    TooLarge { width: u32, height: u32, limit: u64 },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("corrupt JPEG: {0}")]
+    Corrupt(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ImageError {
+    /// A short stable name for logs, metrics and the DLQ's reason attribute.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ImageError::Empty | ImageError::NotJpeg(_) => "not_jpeg",
+            ImageError::Truncated => "truncated",
+            ImageError::TooLarge { .. } => "too_large",
+            ImageError::Unsupported(_) => "unsupported",
+            ImageError::Corrupt(_) => "corrupt",
+            ImageError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Decodes `data` once and produces one JPEG per size in `spec`.
+///
+/// Never panics: a panic anywhere below (a decoder bug on hostile input) is caught and reported as
+/// [`ImageError::Internal`], so one bad file cannot take down a batch or a worker.
+pub fn process(data: &[u8], spec: &ResizeSpec) -> Result<Vec<Resized>, ImageError> {
+    match std::panic::catch_unwind(|| process_inner(data, spec)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic in the image pipeline".into());
+            Err(ImageError::Internal(msg))
+        }
+    }
+}
+
+fn process_inner(data: &[u8], spec: &ResizeSpec) -> Result<Vec<Resized>, ImageError> {
+    sniff(data)?;
+    let header = read_header(data, spec.max_pixels)?;
+    let (width, height) = header.orientation.display_size(header.width, header.height);
+    let denom = geometry::decode_denominator(width, height, &spec.sizes, spec.mode);
+    let decoded = decode(data, &header, denom, spec.max_pixels)?;
+    let pixels = orient::apply(decoded, header.orientation);
+    let mut resizer = fr::Resizer::new();
+    spec.sizes
+        .iter()
+        .map(|&size| {
+            let plan = Plan::new(spec.mode, (width, height), size);
+            render(&mut resizer, &pixels, (width, height), &plan, spec.quality).map(
+                |(w, h, jpeg)| Resized {
+                    size,
+                    width: w,
+                    height: h,
+                    jpeg,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Decoded pixels: interleaved, 1 (gray) or 3 (RGB) channels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub data: Vec<u8>,
+}
+
+/// What the header tells before any pixel is decoded.
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// As stored, before orientation.
+    pub width: u32,
+    pub height: u32,
+    pub orientation: Orientation,
+}
+
+/// Rejects what is plainly not a JPEG, naming what it looks like instead.
+fn sniff(data: &[u8]) -> Result<(), ImageError> {
+    if data.is_empty() {
+        return Err(ImageError::Empty);
+    }
+    if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return Ok(());
+    }
+    let looks_like = if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        "this is a PNG image"
+    } else if data.starts_with(b"GIF8") {
+        "this is a GIF image"
+    } else if data.starts_with(b"RIFF") && data.get(8..12) == Some(b"WEBP") {
+        "this is a WebP image"
+    } else if data.get(4..8) == Some(b"ftyp") {
+        "this is a HEIF/AVIF/MP4 file"
+    } else if data.starts_with(b"II*\0") || data.starts_with(b"MM\0*") {
+        "this is a TIFF image"
+    } else if data.starts_with(b"BM") {
+        "this is a BMP image"
+    } else if data.starts_with(b"%PDF") {
+        "this is a PDF document"
+    } else if data.starts_with(&[0xFF, 0xD8]) {
+        "the JPEG marker structure is broken"
+    } else if data
+        .iter()
+        .take(512)
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
+        "this is text"
+    } else {
+        "no JPEG signature (FF D8 FF)"
+    };
+    Err(ImageError::NotJpeg(looks_like))
+}
+
+fn decoder_options(strict: bool) -> DecoderOptions {
+    // zune-jpeg's own size limit is lower than JPEG's; ours is the pixel count, checked below.
+    DecoderOptions::default()
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX))
+        .set_strict_mode(strict)
+}
+
+/// Reads the markers up to the first scan: size, and orientation from EXIF.
+pub fn read_header(data: &[u8], max_pixels: u64) -> Result<Header, ImageError> {
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), decoder_options(false));
+    decoder.decode_headers().map_err(classify)?;
+    let info = decoder
+        .info()
+        .ok_or_else(|| ImageError::Corrupt("no frame header".into()))?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    if width == 0 || height == 0 {
+        return Err(ImageError::Corrupt(format!(
+            "the frame header says {width}x{height}"
+        )));
+    }
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            limit: max_pixels,
+        });
+    }
+    let orientation = decoder
+        .exif()
+        .and_then(|exif| orient::from_exif(exif))
+        .unwrap_or_default();
+    Ok(Header {
+        width,
+        height,
+        orientation,
+    })
+}
+
+fn decode(data: &[u8], header: &Header, denom: u8, max_pixels: u64) -> Result<Pixels, ImageError> {
+    if denom > 1
+        && let Some(s) = scaled::decode_scaled(data, denom, max_pixels)
+    {
+        return Ok(Pixels {
+            width: s.width,
+            height: s.height,
+            channels: s.channels,
+            data: s.pixels,
+        });
+    }
+    decode_full(data, header)
+}
+
+/// Full-scale decode with zune-jpeg. Strict first, so that a truncated file is reported as
+/// truncated instead of being silently padded with grey; anything else strict mode objects to gets
+/// a second, lenient try, because real cameras write slightly non-conforming files.
+fn decode_full(data: &[u8], header: &Header) -> Result<Pixels, ImageError> {
+    match decode_zune(data, true) {
+        Ok(p) => Ok(p),
+        Err(e) => match classify(e) {
+            ImageError::Truncated => Err(ImageError::Truncated),
+            strict_err => decode_zune(data, false).map_err(|_| strict_err),
+        },
+    }
+    .and_then(|p| {
+        if (p.width, p.height) == (header.width, header.height) {
+            Ok(p)
+        } else {
+            Err(ImageError::Corrupt(
+                "decoded size differs from the header".into(),
+            ))
+        }
+    })
+}
+
+fn decode_zune(data: &[u8], strict: bool) -> Result<Pixels, DecodeErrors> {
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), decoder_options(strict));
+    decoder.decode_headers()?;
+    let gray = decoder.input_colorspace() == Some(ColorSpace::Luma);
+    let out = if gray {
+        ColorSpace::Luma
+    } else {
+        ColorSpace::RGB
+    };
+    decoder.set_options(decoder_options(strict).jpeg_set_out_colorspace(out));
+    let data = decoder.decode()?;
+    let info = decoder
+        .info()
+        .ok_or(DecodeErrors::FormatStatic("no frame header"))?;
+    let channels = if gray { 1 } else { 3 };
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    if data.len() != width as usize * height as usize * channels {
+        return Err(DecodeErrors::FormatStatic(
+            "decoder returned a short buffer",
+        ));
+    }
+    Ok(Pixels {
+        width,
+        height,
+        channels: channels as u8,
+        data,
+    })
+}
+
+/// Maps zune-jpeg's errors onto the few causes a user can act on.
+fn classify(e: DecodeErrors) -> ImageError {
+    match &e {
+        DecodeErrors::ExhaustedData | DecodeErrors::IoErrors(_) => ImageError::Truncated,
+        DecodeErrors::Unsupported(scheme) => {
+            ImageError::Unsupported(format!("{scheme:?} JPEG coding"))
+        }
+        DecodeErrors::LargeDimensions(_) => ImageError::Unsupported(e.to_string()),
+        _ => {
+            let msg = e.to_string();
+            let lower = msg.to_ascii_lowercase();
+            if lower.contains("premature end")
+                || lower.contains("no more bytes")
+                || lower.contains("exhausted")
+            {
+                ImageError::Truncated
+            } else if lower.contains("bit depth") || lower.contains("precision") {
+                ImageError::Unsupported(msg)
+            } else {
+                ImageError::Corrupt(msg)
+            }
+        }
+    }
+}
+
+/// Resizes `pixels` (already upright, `display` is its size at full scale) per `plan`, then
+/// encodes. Returns the output width, height and JPEG bytes.
+fn render(
+    resizer: &mut fr::Resizer,
+    pixels: &Pixels,
+    display: (u32, u32),
+    plan: &Plan,
+    quality: u8,
+) -> Result<(u32, u32, Vec<u8>), ImageError> {
+    let internal = |e: &dyn fmt::Display| ImageError::Internal(e.to_string());
+    let pixel_type = if pixels.channels == 1 {
+        fr::PixelType::U8
+    } else {
+        fr::PixelType::U8x3
+    };
+    let src = fr::images::ImageRef::new(pixels.width, pixels.height, &pixels.data, pixel_type)
+        .map_err(|e| internal(&e))?;
+    // The plan is in full-scale coordinates; the decode may be 1/2..1/8 of that.
+    let sx = f64::from(pixels.width) / f64::from(display.0);
+    let sy = f64::from(pixels.height) / f64::from(display.1);
+    let (cl, ct, cw, ch) = plan.crop;
+    let (iw, ih) = plan.inner;
+    let mut dst = fr::images::Image::new(iw, ih, pixel_type);
+    let options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::CatmullRom))
+        .crop(
+            cl * sx,
+            ct * sy,
+            (cw * sx).min(f64::from(pixels.width)),
+            (ch * sy).min(f64::from(pixels.height)),
+        );
+    resizer
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| internal(&e))?;
+    let rgb = to_rgb(dst.buffer(), pixels.channels);
+    let (ow, oh) = plan.output;
+    let rgb = if (ow, oh) == (iw, ih) {
+        rgb
+    } else {
+        pad(&rgb, (iw, ih), (ow, oh), plan.offset)
+    };
+    let mut jpeg = Vec::with_capacity(ow as usize * oh as usize / 4);
+    let encoder = jpeg_encoder::Encoder::new(&mut jpeg, quality);
+    encoder
+        .encode(
+            &rgb,
+            u16::try_from(ow).map_err(|e| internal(&e))?,
+            u16::try_from(oh).map_err(|e| internal(&e))?,
+            jpeg_encoder::ColorType::Rgb,
+        )
+        .map_err(|e| internal(&e))?;
+    Ok((ow, oh, jpeg))
+}
+
+/// Outputs are always 3-channel: models expect RGB even for grayscale sources.
+fn to_rgb(buf: &[u8], channels: u8) -> Vec<u8> {
+    if channels == 3 {
+        return buf.to_vec();
+    }
+    buf.iter().flat_map(|&v| [v, v, v]).collect()
+}
+
+/// Places an `inner` RGB image at `offset` on a black `outer` canvas (letterboxing).
+fn pad(rgb: &[u8], inner: (u32, u32), outer: (u32, u32), offset: (u32, u32)) -> Vec<u8> {
+    let (iw, ih) = (inner.0 as usize, inner.1 as usize);
+    let (ow, oh) = (outer.0 as usize, outer.1 as usize);
+    let (ox, oy) = (offset.0 as usize, offset.1 as usize);
+    let mut out = vec![0u8; ow * oh * 3];
+    for y in 0..ih {
+        let src = &rgb[y * iw * 3..(y + 1) * iw * 3];
+        let at = ((oy + y) * ow + ox) * 3;
+        out[at..at + iw * 3].copy_from_slice(src);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_reject() {
+        assert_eq!(
+            "224x224".parse::<Size>(),
+            Ok(Size {
+                width: 224,
+                height: 224
+            })
+        );
+        assert_eq!(
+            " 299X300 ".parse::<Size>().map(|s| s.to_string()),
+            Ok("299x300".into())
+        );
+        for bad in ["", "224", "x224", "0x10", "10x0", "axb", "-1x5", "20000x20"] {
+            assert!(bad.parse::<Size>().is_err(), "{bad} should not parse");
+        }
+    }
+
+    #[test]
+    fn sniff_names_what_it_sees() {
+        assert_eq!(sniff(b""), Err(ImageError::Empty));
+        assert_eq!(
+            sniff(b"\x89PNG\r\n\x1a\n...."),
+            Err(ImageError::NotJpeg("this is a PNG image"))
+        );
+        assert_eq!(
+            sniff(b"hello world\n"),
+            Err(ImageError::NotJpeg("this is text"))
+        );
+        assert!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).is_ok());
+    }
+
+    /// A minimal JPEG header claiming 65000x65000: refused from the header, before any buffer.
+    #[test]
+    fn oversized_header_is_refused_before_decoding() {
+        let data = huge_header(65000, 65000);
+        let err = process(&data, &ResizeSpec::default()).unwrap_err();
+        assert_eq!(
+            err,
+            ImageError::TooLarge {
+                width: 65000,
+                height: 65000,
+                limit: DEFAULT_MAX_PIXELS
+            }
+        );
+        assert!(
+            err.to_string()
+                .starts_with("too large: 65000x65000 exceeds")
+        );
+    }
+
+    pub(crate) fn huge_header(w: u16, h: u16) -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8];
+        // DQT: one table of ones.
+        v.extend_from_slice(&[0xFF, 0xDB, 0x00, 0x43, 0x00]);
+        v.extend_from_slice(&[1u8; 64]);
+        // SOF0, 8-bit, 1 component.
+        v.extend_from_slice(&[0xFF, 0xC0, 0x00, 0x0B, 0x08]);
+        v.extend_from_slice(&h.to_be_bytes());
+        v.extend_from_slice(&w.to_be_bytes());
+        v.extend_from_slice(&[0x01, 0x01, 0x11, 0x00]);
+        // DHT: a DC table with one 1-bit code, and an AC table likewise.
+        for class in [0x00u8, 0x10] {
+            v.extend_from_slice(&[0xFF, 0xC4, 0x00, 0x14, class, 1]);
+            v.extend_from_slice(&[0u8; 15]);
+            v.push(0);
+        }
+        // SOS and a little entropy data.
+        v.extend_from_slice(&[
+            0xFF, 0xDA, 0x00, 0x08, 0x01, 0x01, 0x00, 0x00, 0x3F, 0x00, 0x00, 0x00,
+        ]);
+        v.extend_from_slice(&[0xFF, 0xD9]);
+        v
+    }
+
+    #[test]
+    fn error_kinds_are_stable() {
+        assert_eq!(ImageError::Truncated.kind(), "truncated");
+        assert_eq!(ImageError::NotJpeg("x").kind(), "not_jpeg");
+        assert_eq!(
+            ImageError::TooLarge {
+                width: 1,
+                height: 1,
+                limit: 0
+            }
+            .kind(),
+            "too_large"
+        );
+    }
+}

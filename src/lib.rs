@@ -1,0 +1,41 @@
+//! qp turns a bucket of uploaded images into a bucket of model-ready JPEGs.
+//!
+//! One binary, three modes sharing one config layer and one set of AWS clients:
+//!
+//! - `qp resize` ([`resize`]): the image pipeline on local files, in parallel.
+//! - `qp work` ([`work`]): the Fargate worker draining the S3-notification queue.
+//! - `qp scale` ([`scale`]): the scheduled scaler, also the Lambda `bootstrap`.
+//!
+//! The parts:
+//!
+//! - [`cli`]: clap definitions only (raw flags and env vars) and the argv[0] dispatch.
+//! - [`config`]: raw values in, validated settings out; errors name the variable.
+//! - [`image`]: the pure image core, `&[u8]` in, JPEGs out. No files, no AWS.
+//! - [`event`]: SQS message bodies to object references (pure).
+//! - [`aws`]: the only place that talks to the AWS SDK; everything else sees traits.
+//! - [`shutdown`]: the SIGTERM/Ctrl-C future injected into long-running modes.
+//! - [`logging`]: tracing set-up (JSON for CloudWatch, text on a terminal).
+
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod image;
+pub mod logging;
+pub mod resize;
+pub mod scale;
+pub mod shutdown;
+pub mod work;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+/// Runs one parsed command line; the binary maps the result to an exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Resize(args) => resize::run(args),
+        Command::Work(args) => work::main(args),
+        Command::Scale(args) => scale::main(args),
+    }
+}

@@ -1,0 +1,304 @@
+//! `qp resize`: the image core on local files, in parallel. The only part of qp that touches the
+//! local file system.
+//!
+//! Output naming: a file argument becomes `OUT/<file name>`; a directory argument is walked
+//! recursively and mirrored as `OUT/<path below the directory>`; with several sizes each output
+//! goes under `OUT/<W>x<H>/`. Two inputs that would land on the same name are both kept: the
+//! first (in argument order) gets the name, later ones `<stem>_2.<ext>`, `<stem>_3.<ext>`, ... and
+//! a note on stderr says so. Nothing is ever written outside OUT, and an output that would
+//! replace one of the inputs is refused.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::cli::ResizeArgs;
+use crate::config;
+use crate::image::{self, ResizeSpec};
+
+/// File extensions picked up when walking a directory (explicit file arguments are always tried).
+const JPEG_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "jpe", "jfif"];
+
+/// One input file and where its outputs go, relative to each output directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub input: PathBuf,
+    pub rel: PathBuf,
+}
+
+/// The outcome of planning: jobs to run, and inputs that failed before running (missing paths).
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub jobs: Vec<Job>,
+    pub failures: Vec<(PathBuf, String)>,
+    /// Renames made to avoid clashes: (input, new relative name).
+    pub renamed: Vec<(PathBuf, PathBuf)>,
+}
+
+pub fn run(args: ResizeArgs) -> Result<ExitCode> {
+    let spec = config::resize_spec(&args.image)?;
+    let jobs = args
+        .jobs
+        .map_or_else(config::available_cpus, |j| j as usize);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating output directory {}", args.out.display()))?;
+    let out = args
+        .out
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.out.display()))?;
+    let plan = plan(&args.inputs, &out);
+    for (input, rel) in &plan.renamed {
+        eprintln!(
+            "{}: output name already taken by another input; writing {}",
+            input.display(),
+            rel.display()
+        );
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .context("starting worker threads")?;
+    let bar = progress_bar(plan.jobs.len());
+    let started = Instant::now();
+    let bytes_out = AtomicUsize::new(0);
+    let report =
+        |path: &Path, cause: &str| bar.suspend(|| eprintln!("{}: {cause}", path.display()));
+    for (path, cause) in &plan.failures {
+        report(path, cause);
+    }
+    let ok = pool.install(|| {
+        plan.jobs
+            .par_iter()
+            .filter(|job| {
+                let result = process_file(job, &out, &spec);
+                bar.inc(1);
+                match result {
+                    Ok(n) => {
+                        bytes_out.fetch_add(n, Ordering::Relaxed);
+                        true
+                    }
+                    Err(e) => {
+                        report(&job.input, &format!("{e:#}"));
+                        false
+                    }
+                }
+            })
+            .count()
+    });
+    bar.finish_and_clear();
+    let failed = plan.jobs.len() - ok + plan.failures.len();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "qp: {ok} ok, {failed} failed in {secs:.2} s ({:.1} images/s, {} threads, {} KiB written to {})",
+        ok as f64 / secs.max(1e-9),
+        jobs,
+        bytes_out.load(Ordering::Relaxed) / 1024,
+        args.out.display()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    // Only for a person watching: piped or redirected output stays clean.
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Lists the files to convert and their output names. Inputs are taken in argument order, so
+/// names and clash suffixes are deterministic. `out` is canonical; it is never walked into.
+pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
+    let mut plan = Plan::default();
+    let mut taken: HashSet<PathBuf> = HashSet::new();
+    let mut seen_inputs: HashSet<PathBuf> = HashSet::new();
+    let mut push = |plan: &mut Plan, input: PathBuf, rel: PathBuf| {
+        // The same file named twice (or reached through two arguments) is converted once.
+        let key = input.canonicalize().unwrap_or_else(|_| input.clone());
+        if !seen_inputs.insert(key) {
+            return;
+        }
+        let unique = unique_name(&rel, &taken);
+        if unique != rel {
+            plan.renamed.push((input.clone(), unique.clone()));
+        }
+        taken.insert(unique.clone());
+        plan.jobs.push(Job { input, rel: unique });
+    };
+    for input in inputs {
+        match std::fs::metadata(input) {
+            Err(e) => plan.failures.push((input.clone(), e.to_string())),
+            Ok(m) if m.is_dir() => {
+                let walker = walkdir::WalkDir::new(input)
+                    .follow_links(false)
+                    .sort_by_file_name()
+                    .into_iter()
+                    .filter_entry(|e| !(e.file_type().is_dir() && is_same(e.path(), out)));
+                for entry in walker {
+                    match entry {
+                        Err(e) => {
+                            let path = e.path().unwrap_or(input).to_path_buf();
+                            plan.failures.push((path, e.to_string()));
+                        }
+                        Ok(e) if e.file_type().is_file() && has_jpeg_extension(e.path()) => {
+                            let rel = e.path().strip_prefix(input).unwrap_or(e.path());
+                            push(&mut plan, e.path().to_path_buf(), rel.to_path_buf());
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Ok(_) => match input.file_name() {
+                Some(name) => push(&mut plan, input.clone(), PathBuf::from(name)),
+                None => plan
+                    .failures
+                    .push((input.clone(), "not a file name".to_string())),
+            },
+        }
+    }
+    plan
+}
+
+fn is_same(a: &Path, b: &Path) -> bool {
+    a.canonicalize().is_ok_and(|a| a == b)
+}
+
+fn has_jpeg_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| JPEG_EXTENSIONS.iter().any(|j| e.eq_ignore_ascii_case(j)))
+}
+
+/// `rel`, or `<stem>_N.<ext>` with the smallest N >= 2 not yet taken.
+fn unique_name(rel: &Path, taken: &HashSet<PathBuf>) -> PathBuf {
+    if !taken.contains(rel) {
+        return rel.to_path_buf();
+    }
+    let stem = rel.file_stem().unwrap_or_default().to_os_string();
+    let ext = rel.extension().map(|e| e.to_os_string());
+    (2u64..)
+        .map(|n| {
+            let mut name: OsString = stem.clone();
+            name.push(format!("_{n}"));
+            if let Some(ext) = &ext {
+                name.push(".");
+                name.push(ext);
+            }
+            rel.with_file_name(name)
+        })
+        .find(|candidate| !taken.contains(candidate))
+        .expect("an unused suffix exists")
+}
+
+/// Converts one file; returns the bytes written.
+fn process_file(job: &Job, out: &Path, spec: &ResizeSpec) -> Result<usize> {
+    let data = std::fs::read(&job.input).context("reading")?;
+    let outputs = image::process(&data, spec)?;
+    let several = spec.sizes.len() > 1;
+    let mut written = 0;
+    for resized in outputs {
+        let dir = if several {
+            out.join(resized.size.to_string())
+        } else {
+            out.to_path_buf()
+        };
+        let dest = dir.join(&job.rel);
+        write_inside(out, &dest, &resized.jpeg, &job.input)?;
+        written += resized.jpeg.len();
+    }
+    Ok(written)
+}
+
+/// Writes `bytes` to `dest` atomically (temp file + rename), after checking that `dest` is inside
+/// `out` once links are resolved and is not the input itself.
+fn write_inside(out: &Path, dest: &Path, bytes: &[u8], input: &Path) -> Result<()> {
+    let parent = dest.parent().context("output path has no directory")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let real_parent = parent
+        .canonicalize()
+        .with_context(|| format!("resolving {}", parent.display()))?;
+    if !real_parent.starts_with(out) {
+        anyhow::bail!(
+            "refusing to write {}: it resolves outside the output directory",
+            dest.display()
+        );
+    }
+    let file_name = dest.file_name().context("output path has no file name")?;
+    let real_dest = real_parent.join(file_name);
+    if input.canonicalize().is_ok_and(|i| i == real_dest) {
+        anyhow::bail!(
+            "refusing to overwrite the input with its output ({})",
+            dest.display()
+        );
+    }
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".qp-{}.tmp", std::process::id()));
+    let tmp = real_parent.join(tmp_name);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        std::fs::rename(&tmp, &real_dest)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("writing {}", dest.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clashing_names_get_numbered_suffixes() {
+        let mut taken = HashSet::new();
+        taken.insert(PathBuf::from("a/x.jpg"));
+        assert_eq!(
+            unique_name(Path::new("a/x.jpg"), &taken),
+            PathBuf::from("a/x_2.jpg")
+        );
+        taken.insert(PathBuf::from("a/x_2.jpg"));
+        assert_eq!(
+            unique_name(Path::new("a/x.jpg"), &taken),
+            PathBuf::from("a/x_3.jpg")
+        );
+        assert_eq!(
+            unique_name(Path::new("y.jpg"), &taken),
+            PathBuf::from("y.jpg")
+        );
+        taken.insert(PathBuf::from("noext"));
+        assert_eq!(
+            unique_name(Path::new("noext"), &taken),
+            PathBuf::from("noext_2")
+        );
+    }
+
+    #[test]
+    fn extensions() {
+        for yes in ["a.jpg", "b.JPEG", "c.Jpe", "d.jfif"] {
+            assert!(has_jpeg_extension(Path::new(yes)), "{yes}");
+        }
+        for no in ["a.png", "b", "c.jpg.txt"] {
+            assert!(!has_jpeg_extension(Path::new(no)), "{no}");
+        }
+    }
+}

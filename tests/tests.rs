@@ -1,0 +1,6 @@
+//! The one integration-test binary (ripgrep's layout): each module below is one area, and every
+//! end-to-end test runs the real `qp` binary from `util`.
+
+mod image;
+mod resize;
+mod util;
