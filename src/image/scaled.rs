@@ -195,6 +195,26 @@ impl Codes {
     }
 }
 
+impl Codes {
+    /// `(length, symbol)` of the code at the top of `buf`, by canonical search.
+    #[inline(never)]
+    fn decode(&self, buf: u64) -> Option<(u32, u32)> {
+        let e = self.look[(buf >> (64 - FAST_BITS)) as usize];
+        if e != 0 {
+            return Some((u32::from(e >> 8), u32::from(e & 0xFF)));
+        }
+        let window = (buf >> 48) as i32;
+        for len in FAST_BITS + 1..=16 {
+            let code = window >> (16 - len);
+            if code <= self.maxcode[len as usize] {
+                let idx = usize::try_from(code + self.valoff[len as usize]).ok()?;
+                return self.symbols.get(idx).map(|&s| (len, u32::from(s)));
+            }
+        }
+        None
+    }
+}
+
 /// `(len, symbol)` of the code at the top of a `bits`-wide window, from the code list.
 fn look_table(codes: &[(u16, u32, u8)], bits: u32) -> Vec<(u32, u8)> {
     let mut look = vec![(0u32, 0u8); 1 << bits];
@@ -310,6 +330,10 @@ impl AcTable {
 /// MSB-first bit reader over one entropy-coded segment. Past its end (a marker or the end
 /// of the data) it feeds zero bytes and counts them, so that reading into them can be
 /// detected afterwards as truncation.
+///
+/// It is `Copy`, and its slow paths take and return it by value, so that the hot loops,
+/// which work on a local copy, keep its state in registers.
+#[derive(Clone, Copy)]
 struct Bits<'a> {
     data: &'a [u8],
     pos: usize,
@@ -353,11 +377,11 @@ impl<'a> Bits<'a> {
                 return;
             }
         }
-        self.refill_slow();
+        *self = self.refill_slow();
     }
 
     #[inline(never)]
-    fn refill_slow(&mut self) {
+    fn refill_slow(mut self) -> Self {
         while self.nbits <= 56 {
             let byte = match self.data.get(self.pos) {
                 Some(&0xFF) if self.data.get(self.pos + 1) == Some(&0) => {
@@ -376,6 +400,7 @@ impl<'a> Bits<'a> {
             self.buf |= u64::from(byte) << (56 - self.nbits);
             self.nbits += 8;
         }
+        self
     }
 
     #[inline(always)]
@@ -402,24 +427,12 @@ impl<'a> Bits<'a> {
         self.fake.saturating_mul(8) > self.nbits
     }
 
-    /// Decodes one symbol by canonical search; for codes the fast tables miss.
-    #[inline(never)]
+    /// Decodes one symbol; for codes the fast tables miss.
+    #[inline(always)]
     fn symbol(&mut self, codes: &Codes) -> Option<u32> {
-        let e = codes.look[self.peek::<FAST_BITS>()];
-        if e != 0 {
-            self.consume(u32::from(e >> 8));
-            return Some(u32::from(e & 0xFF));
-        }
-        let window = self.peek::<16>() as i32;
-        for len in FAST_BITS + 1..=16 {
-            let code = window >> (16 - len);
-            if code <= codes.maxcode[len as usize] {
-                self.consume(len);
-                let idx = usize::try_from(code + codes.valoff[len as usize]).ok()?;
-                return codes.symbols.get(idx).map(|&s| u32::from(s));
-            }
-        }
-        None
+        let (len, sym) = codes.decode(self.buf)?;
+        self.consume(len);
+        Some(sym)
     }
 
     /// Decodes a DC difference. Needs `ensure` first.
@@ -1095,6 +1108,7 @@ struct ScanGeom {
 /// Walks a scan's MCUs in order, handling restart markers, and calls `block` with the
 /// component's scan state (DC predictor, or end-of-band run), its index in the scan and
 /// the block's position. The state is zeroed at each restart.
+#[inline(always)]
 fn run_scan<F>(bits: &mut Bits, g: &ScanGeom, scan: &[ScanComp], mut block: F) -> Option<()>
 where
     F: FnMut(&mut Bits, &mut i32, usize, usize, usize) -> Option<()>,
@@ -1106,7 +1120,7 @@ where
         for mx in 0..g.mcux {
             if g.restart != 0 {
                 if left == 0 {
-                    restart(bits, next_rst)?;
+                    *bits = restart(*bits, next_rst)?;
                     next_rst = (next_rst + 1) & 7;
                     state = [0; 4];
                     left = g.restart;
@@ -1130,7 +1144,8 @@ where
 }
 
 /// Moves past the restart marker that must come next, discarding the rest of the byte.
-fn restart(bits: &mut Bits, expected: u8) -> Option<()> {
+#[inline(never)]
+fn restart(bits: Bits, expected: u8) -> Option<Bits> {
     if bits.overran() {
         return None;
     }
@@ -1138,8 +1153,7 @@ fn restart(bits: &mut Bits, expected: u8) -> Option<()> {
     if m != 0xD0 + expected {
         return None;
     }
-    *bits = Bits::new(bits.data, at + 2);
-    Some(())
+    Some(Bits::new(bits.data, at + 2))
 }
 
 /// What decoding one baseline block needs for its component.
@@ -1160,7 +1174,8 @@ fn decode_baseline(
     scan: &[ScanComp],
     ctx: &mut [BlockCtx],
 ) -> Option<()> {
-    run_scan(bits, g, scan, |bits, pred, sc, bx, by| {
+    let mut local = *bits;
+    let ok = run_scan(&mut local, g, scan, |bits, pred, sc, bx, by| {
         let c = &mut ctx[sc];
         bits.ensure();
         *pred = i32::from((*pred + bits.dc(c.dc)?) as i16);
@@ -1177,7 +1192,9 @@ fn decode_baseline(
             _ => bits.ac::<4>(c.ac, &mut blk, 1, 64)?,
         };
         write_block(&blk, c.n, c.q0, &c.qf, &mut c.plane, at, c.stride)
-    })
+    });
+    *bits = local;
+    ok
 }
 
 /// Writes the `n`x`n` samples of a block from its kept coefficients.
