@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 // musl's allocator is slow under the many small allocations of the AWS SDK and the resizer's
-// buffers (measured in bench/resize.sh and the README); the static build uses jemalloc.
-#[cfg(target_env = "musl")]
+// buffers (measured by bench/alloc.sh, numbers in the README); the static build uses jemalloc.
+// The `system-alloc` feature keeps musl's, for that measurement only.
+#[cfg(all(target_env = "musl", not(feature = "system-alloc")))]
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
