@@ -4,6 +4,7 @@
 resource "aws_ecr_repository" "this" {
   name                 = var.name
   image_tag_mutability = "IMMUTABLE" # one tag per commit, never moved
+  force_delete         = true        # images are rebuilt from the repository; `destroy` may drop them
 
   image_scanning_configuration {
     scan_on_push = true

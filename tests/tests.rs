@@ -2,5 +2,6 @@
 //! end-to-end test runs the real `qp` binary from `util`.
 
 mod image;
+mod packaging;
 mod resize;
 mod util;
