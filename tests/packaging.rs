@@ -54,9 +54,8 @@ fn check(cmd: &mut Command) -> String {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// The container engine scripts/build-image picks: $QP_CONTAINER_ENGINE, else podman, else docker.
@@ -145,10 +144,7 @@ fn lambda_zip_holds_an_executable_bootstrap_that_is_the_scaler() {
     let names = check(Command::new("unzip").arg("-Z1").arg(&zip));
     assert_eq!(names.lines().collect::<Vec<_>>(), ["bootstrap"]);
     let listing = check(Command::new("unzip").arg("-Z").arg(&zip));
-    let entry = listing
-        .lines()
-        .find(|l| l.ends_with(" bootstrap"))
-        .unwrap();
+    let entry = listing.lines().find(|l| l.ends_with(" bootstrap")).unwrap();
     assert!(entry.starts_with("-rwxr-xr-x"), "mode in zip: {entry}");
 
     let task = tmp.path().join("task");
@@ -174,7 +170,10 @@ fn lambda_zip_holds_an_executable_bootstrap_that_is_the_scaler() {
     assert!(help.contains("QP_CLUSTER"), "{help}");
     let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap();
     assert!(usage.contains("scale"), "not scale's help: {usage}");
-    assert!(!help.contains("resize"), "top-level help, not scale's: {help}");
+    assert!(
+        !help.contains("resize"),
+        "top-level help, not scale's: {help}"
+    );
 
     // Reproducible: the same binary gives the same zip.
     let again = tmp.path().join("again.zip");
@@ -325,7 +324,10 @@ fn codebuild_project_env() -> BTreeMap<String, String> {
         };
         env.insert(name, value);
     }
-    assert!(!env.is_empty(), "no environment_variable in terraform/cicd.tf");
+    assert!(
+        !env.is_empty(),
+        "no environment_variable in terraform/cicd.tf"
+    );
     env
 }
 
@@ -482,9 +484,7 @@ fn run_buildspec(tests_fail: bool, image_exists: bool) -> BuildRun {
 
     let mut script = String::from("set -e\ncd \"$QP_WORK\"\n");
     for (k, v) in spec["env"]["variables"].as_object().unwrap() {
-        let v = v
-            .as_str()
-            .map_or_else(|| v.to_string(), |s| s.to_string());
+        let v = v.as_str().map_or_else(|| v.to_string(), |s| s.to_string());
         script += &format!("export {k}={}\n", shell_quote(&v));
     }
     let phases = spec["phases"].as_object().unwrap();
@@ -632,7 +632,10 @@ fn buildspec_tests_builds_pushes_and_deploys_in_order() {
     ] {
         assert!(registered.get(key).is_none(), "{key} passed to register");
     }
-    assert_eq!(registered["tags"], serde_json::json!([{"key": "Project", "value": "qp"}]));
+    assert_eq!(
+        registered["tags"],
+        serde_json::json!([{"key": "Project", "value": "qp"}])
+    );
 
     // The Lambda zip the real scripts/package-lambda made, and every artifact CodePipeline gets.
     let names = check(
@@ -842,7 +845,10 @@ fn terraform_task_definition_and_function_are_as_designed() {
     assert!(ecs.contains("name  = \"containerInsights\""));
 
     let all = all_tf();
-    assert!(!all.contains("resource \"aws_ecs_service\""), "standalone tasks only");
+    assert!(
+        !all.contains("resource \"aws_ecs_service\""),
+        "standalone tasks only"
+    );
     assert!(!all.contains("module \""), "plain aws_* resources only");
 
     let lambda = tf("lambda.tf");
@@ -853,14 +859,18 @@ fn terraform_task_definition_and_function_are_as_designed() {
         "resource \"aws_lambda_function_event_invoke_config\" \"scaler\" {",
     );
     assert!(invoke.contains("maximum_retry_attempts       = 0"));
-    let runtime = block(&tf("variables.tf"), "variable \"lambda_runtime\" {");
+    let variables = tf("variables.tf");
+    let runtime = block(&variables, "variable \"lambda_runtime\" {");
     assert!(runtime.contains("default     = \"provided.al2023\""));
     assert!(runtime.contains("\"provided.al2\""));
-    let schedule = block(&tf("variables.tf"), "variable \"schedule_expression\" {");
+    let schedule = block(&variables, "variable \"schedule_expression\" {");
     assert!(schedule.contains("default     = \"rate(2 minutes)\""));
 
     let queue = tf("queue.tf");
-    let notification = block(&queue, "resource \"aws_s3_bucket_notification\" \"source\" {");
+    let notification = block(
+        &queue,
+        "resource \"aws_s3_bucket_notification\" \"source\" {",
+    );
     assert!(
         notification.contains("events        = [\"s3:ObjectCreated:*\"]"),
         "multipart uploads (CompleteMultipartUpload) must be subscribed too"
@@ -869,7 +879,8 @@ fn terraform_task_definition_and_function_are_as_designed() {
     assert!(uploads.contains("deadLetterTargetArn = aws_sqs_queue.dlq.arn"));
     assert!(uploads.contains("receive_wait_time_seconds  = 20"));
 
-    let ecr = block(&tf("cicd.tf"), "resource \"aws_ecr_repository\" \"this\" {");
+    let cicd = tf("cicd.tf");
+    let ecr = block(&cicd, "resource \"aws_ecr_repository\" \"this\" {");
     assert!(ecr.contains("image_tag_mutability = \"IMMUTABLE\""));
     assert!(ecr.contains("scan_on_push = true"));
 }
@@ -891,7 +902,10 @@ fn terraform_iam_is_scoped() {
             "{s}"
         );
         assert!(s.contains("variable = \"iam:PassedToService\""), "{s}");
-        assert!(s.contains("values   = [\"ecs-tasks.amazonaws.com\"]"), "{s}");
+        assert!(
+            s.contains("values   = [\"ecs-tasks.amazonaws.com\"]"),
+            "{s}"
+        );
     }
     // "*" only where the action has no resource to scope to, and ListTasks under its cluster
     // condition.
