@@ -2,5 +2,7 @@
 //! end-to-end test runs the real `qp` binary from `util`.
 
 mod image;
+mod lambda_api;
 mod resize;
+mod scale;
 mod util;

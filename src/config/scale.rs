@@ -65,6 +65,9 @@ impl CapacityItem {
 
 impl ScaleConfig {
     pub fn from_args(args: ScaleArgs) -> Result<ScaleConfig, ConfigError> {
+        // The required settings first, in the order of REQUIRED_ENV.
+        let queue_url = required(args.queue_url, "QP_QUEUE_URL", "queue-url")?;
+        let cluster = required(args.cluster, "QP_CLUSTER", "cluster")?;
         let task_definition = required(
             args.task_definition,
             "QP_TASK_DEFINITION",
@@ -72,6 +75,7 @@ impl ScaleConfig {
         )?
         .trim()
         .to_owned();
+        let container_name = required(args.container_name, "QP_CONTAINER_NAME", "container-name")?;
         let family = family_of(&task_definition)?;
         let subnets = list(
             required(args.subnets, "QP_SUBNETS", "subnets")?,
@@ -110,17 +114,11 @@ impl ScaleConfig {
         Ok(ScaleConfig {
             dry_run: args.dry_run,
             event_id,
-            queue_url: required(args.queue_url, "QP_QUEUE_URL", "queue-url")?
-                .trim()
-                .to_owned(),
-            cluster: required(args.cluster, "QP_CLUSTER", "cluster")?
-                .trim()
-                .to_owned(),
+            queue_url: queue_url.trim().to_owned(),
+            cluster: cluster.trim().to_owned(),
             task_definition,
             family,
-            container_name: required(args.container_name, "QP_CONTAINER_NAME", "container-name")?
-                .trim()
-                .to_owned(),
+            container_name: container_name.trim().to_owned(),
             subnets,
             security_groups,
             assign_public_ip: boolean(args.assign_public_ip, "QP_ASSIGN_PUBLIC_IP", false)?,
