@@ -21,7 +21,7 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Condvar, Mutex};
@@ -267,8 +267,17 @@ pub fn read_request<R: BufRead>(r: &mut R) -> io::Result<Option<Request>> {
     }))
 }
 
-/// Reads one response: (status, headers, body). Without a length the body runs to the end.
-pub fn read_response<R: BufRead>(r: &mut R) -> io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+/// One HTTP/1.1 response.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Reads one response. Without a length the body runs to the end of the connection.
+pub fn read_response<R: BufRead>(r: &mut R) -> io::Result<Response> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let status = line
@@ -277,7 +286,11 @@ pub fn read_response<R: BufRead>(r: &mut R) -> io::Result<(u16, Vec<(String, Str
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| io::Error::other(format!("bad status line {line:?}")))?;
     let (headers, body) = read_headers_and_body(r)?;
-    Ok((status, headers, body))
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 type Headers = Vec<(String, String)>;

@@ -18,7 +18,7 @@ use aws_sdk_ecs::types::{
 };
 use serde_json::{Value, json};
 
-use crate::lambda_api::{LambdaApi, read_request, read_response, write_response};
+use crate::lambda_api::{LambdaApi, Response, read_request, read_response, write_response};
 use crate::util::{Moto, QP, qp, run, stderr, stdout, tempdir};
 
 const CLUSTER: &str = "qp";
@@ -69,15 +69,19 @@ fn proxy(stream: TcpStream, moto_port: u16, calls: &Mutex<Vec<(String, Value)>>)
             .to_owned();
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
         calls.lock().unwrap().push((op.clone(), body.clone()));
-        let (status, headers, mut out) = if op == "ListTasks" {
+        let Response {
+            status,
+            headers,
+            body: mut out,
+        } = if op == "ListTasks" {
             let max = body["maxResults"].as_u64().unwrap_or(100) as usize;
             let offset: usize = body["nextToken"].as_str().map_or(0, |t| t.parse().unwrap());
             let mut all = body.clone();
             all.as_object_mut()
                 .unwrap()
                 .retain(|k, _| k != "maxResults" && k != "nextToken");
-            let (status, headers, out) = forward(moto_port, &req, all.to_string().as_bytes());
-            let arns: Vec<Value> = serde_json::from_slice::<Value>(&out).unwrap()["taskArns"]
+            let all = forward(moto_port, &req, all.to_string().as_bytes());
+            let arns: Vec<Value> = serde_json::from_slice::<Value>(&all.body).unwrap()["taskArns"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
@@ -86,7 +90,10 @@ fn proxy(stream: TcpStream, moto_port: u16, calls: &Mutex<Vec<(String, Value)>>)
             if end < arns.len() {
                 page["nextToken"] = json!(end.to_string());
             }
-            (status, headers, page.to_string().into_bytes())
+            Response {
+                body: page.to_string().into_bytes(),
+                ..all
+            }
         } else {
             forward(moto_port, &req, &req.body)
         };
@@ -110,11 +117,7 @@ fn proxy(stream: TcpStream, moto_port: u16, calls: &Mutex<Vec<(String, Value)>>)
     }
 }
 
-fn forward(
-    moto_port: u16,
-    req: &crate::lambda_api::Request,
-    body: &[u8],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+fn forward(moto_port: u16, req: &crate::lambda_api::Request, body: &[u8]) -> Response {
     let mut s = TcpStream::connect(("127.0.0.1", moto_port)).unwrap();
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: 127.0.0.1:{moto_port}\r\n",
@@ -157,9 +160,9 @@ fn ec2(moto: &Moto, params: &[(&str, &str)]) -> String {
         body.len()
     );
     std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
-    let (status, _, out) = read_response(&mut BufReader::new(s)).unwrap();
-    let out = String::from_utf8(out).unwrap();
-    assert_eq!(status, 200, "EC2 {params:?}: {out}");
+    let response = read_response(&mut BufReader::new(s)).unwrap();
+    let out = String::from_utf8(response.body).unwrap();
+    assert_eq!(response.status, 200, "EC2 {params:?}: {out}");
     out
 }
 
@@ -669,6 +672,27 @@ fn config_errors_name_the_variable() {
     assert!(stderr(&out).contains("QP_QUEUE_URL"), "{}", stderr(&out));
 }
 
+/// A running `bootstrap`, killed when the test ends, whether its assertions passed or not.
+struct Running(std::process::Child);
+
+impl Running {
+    fn spawn(cmd: &mut Command) -> Running {
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Running(child)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The real binary under the name Lambda executes.
 fn bootstrap() -> (tempfile::TempDir, PathBuf) {
     let dir = tempdir();
@@ -703,50 +727,42 @@ fn bootstrap_answers_scheduled_events_once_per_event() {
     api.configure(&mut cmd);
     cmd.env("QP_TASK_DEFINITION", &w.task_definition_arn)
         .env("QP_LOG_FORMAT", "json");
-    let mut child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Running::spawn(&mut cmd);
 
-    let outcome = (|| {
-        assert!(
-            api.wait_for_results(1, WAIT),
-            "no answer to the first event"
-        );
-        let first = api.responses()[0].body.clone();
-        assert_eq!(counts(&first), [35, 0, 0, 4, 4, 4], "{first}");
-        assert_eq!(first["event_id"], "e-1");
-        assert_eq!(api.responses()[0].request_id, "req-1");
+    assert!(
+        api.wait_for_results(1, WAIT),
+        "no answer to the first event"
+    );
+    let first = api.responses()[0].body.clone();
+    assert_eq!(counts(&first), [35, 0, 0, 4, 4, 4], "{first}");
+    assert_eq!(first["event_id"], "e-1");
+    assert_eq!(api.responses()[0].request_id, "req-1");
 
-        // The queue doubles, then EventBridge delivers e-1 again: it must not launch again.
-        w.send(40);
-        api.push(scheduled_event("e-1"));
-        assert!(
-            api.wait_for_results(2, WAIT),
-            "no answer to the repeated event"
-        );
-        let again = api.responses()[1].body.clone();
-        assert_eq!(counts(&again), [75, 0, 4, 8, 0, 0], "{again}");
-        assert!(
-            again["reason"]
-                .as_str()
-                .unwrap()
-                .contains("already launched 4"),
-            "{again}"
-        );
+    // The queue doubles, then EventBridge delivers e-1 again: it must not launch again.
+    w.send(40);
+    api.push(scheduled_event("e-1"));
+    assert!(
+        api.wait_for_results(2, WAIT),
+        "no answer to the repeated event"
+    );
+    let again = api.responses()[1].body.clone();
+    assert_eq!(counts(&again), [75, 0, 4, 8, 0, 0], "{again}");
+    assert!(
+        again["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already launched 4"),
+        "{again}"
+    );
 
-        // The next event does launch for the larger queue.
-        api.push(scheduled_event("e-2"));
-        assert!(api.wait_for_results(3, WAIT), "no answer to the next event");
-        let next = api.responses()[2].body.clone();
-        assert_eq!(counts(&next), [75, 0, 4, 8, 4, 4], "{next}");
-        assert!(api.errors().is_empty(), "{:?}", api.errors());
-        assert!(api.init_errors().is_empty());
-    })();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    outcome;
+    // The next event does launch for the larger queue.
+    api.push(scheduled_event("e-2"));
+    assert!(api.wait_for_results(3, WAIT), "no answer to the next event");
+    let next = api.responses()[2].body.clone();
+    assert_eq!(counts(&next), [75, 0, 4, 8, 4, 4], "{next}");
+    assert!(api.errors().is_empty(), "{:?}", api.errors());
+    assert!(api.init_errors().is_empty());
+    drop(child);
     assert_eq!(w.running().len(), 8);
     assert_eq!(w.proxy.calls("RunTask").len(), 2);
 }
@@ -760,14 +776,9 @@ fn bootstrap_reports_aws_errors_per_invocation() {
     w.configure(&mut cmd);
     api.configure(&mut cmd);
     cmd.env("QP_CLUSTER", "no-such-cluster");
-    let mut child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = Running::spawn(&mut cmd);
     let answered = api.wait_for_results(2, WAIT);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     assert!(answered, "the runtime must survive a failed invocation");
     let errors = api.errors();
     assert_eq!(errors.len(), 2, "{errors:?}");

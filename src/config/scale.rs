@@ -398,7 +398,8 @@ mod tests {
 
     #[test]
     fn numbers_and_booleans_name_their_variable() {
-        let cases: Vec<(fn(&mut ScaleArgs), &str)> = vec![
+        type Case = (fn(&mut ScaleArgs), &'static str);
+        let cases: Vec<Case> = vec![
             (
                 |a| a.messages_per_task = Some("0".into()),
                 "QP_MESSAGES_PER_TASK",

@@ -214,10 +214,12 @@ mod tests {
         }
     }
 
+    type Tags = Vec<(String, String)>;
+
     /// Running tasks with their tags; RunTask adds to them, or fails with `refuse`.
     #[derive(Default)]
     struct Cluster {
-        tasks: Mutex<Vec<(String, Vec<(String, String)>)>>,
+        tasks: Mutex<Vec<(String, Tags)>>,
         refuse: Option<String>,
     }
 
