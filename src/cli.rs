@@ -30,6 +30,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Start Fargate tasks for the queue backlog (the scheduled Lambda; `bootstrap` runs this).
@@ -144,11 +146,20 @@ pub struct WorkArgs {
     pub log_format: LogFormat,
 }
 
-#[derive(Args, Debug)]
+/// Raw settings of `qp scale`. Numbers and booleans stay strings here: [`crate::config::scale`]
+/// parses them with errors that name the variable, so a bad value in the Lambda environment
+/// becomes an init error with that message rather than a clap usage error.
+#[derive(Args, Debug, Default)]
 pub struct ScaleArgs {
     /// Compute and print the plan; launch nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Identity of this tick: the client tokens and the qp:event-id tag derive from it, so a
+    /// repeated id cannot launch twice. Lambda uses the scheduled event's id; the default here is
+    /// the current minute (cli-<unix minute>).
+    #[arg(long, value_name = "ID")]
+    pub event_id: Option<String>,
 
     /// URL of the SQS queue whose depth drives the scaling.
     #[arg(long, env = "QP_QUEUE_URL")]
@@ -158,7 +169,8 @@ pub struct ScaleArgs {
     #[arg(long, env = "QP_CLUSTER")]
     pub cluster: Option<String>,
 
-    /// Worker task definition: family, family:revision or ARN.
+    /// Worker task definition: family, family:revision or ARN. Running tasks are counted by its
+    /// family.
     #[arg(long, env = "QP_TASK_DEFINITION")]
     pub task_definition: Option<String>,
 
@@ -167,57 +179,55 @@ pub struct ScaleArgs {
     pub container_name: Option<String>,
 
     /// Subnets for the tasks, comma-separated (spread across AZs).
-    #[arg(long, env = "QP_SUBNETS", value_delimiter = ',')]
-    pub subnets: Vec<String>,
+    #[arg(long, env = "QP_SUBNETS", value_name = "IDS")]
+    pub subnets: Option<String>,
 
     /// Security groups for the tasks, comma-separated.
-    #[arg(long, env = "QP_SECURITY_GROUPS", value_delimiter = ',')]
-    pub security_groups: Vec<String>,
+    #[arg(long, env = "QP_SECURITY_GROUPS", value_name = "IDS")]
+    pub security_groups: Option<String>,
 
-    /// Give tasks a public IP (needed in public subnets without a NAT gateway).
-    #[arg(long, env = "QP_ASSIGN_PUBLIC_IP", action = ArgAction::Set, default_value_t = false,
-          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub assign_public_ip: bool,
+    /// Give tasks a public IP (needed in public subnets without a NAT gateway) [default: false]
+    #[arg(long, env = "QP_ASSIGN_PUBLIC_IP", value_name = "BOOL")]
+    pub assign_public_ip: Option<String>,
 
-    /// Backlog one task is expected to handle per scaling period.
-    #[arg(long, env = "QP_MESSAGES_PER_TASK", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub messages_per_task: u32,
+    /// Backlog (messages) one task is expected to drain [default: 10]
+    #[arg(long, env = "QP_MESSAGES_PER_TASK", value_name = "N")]
+    pub messages_per_task: Option<String>,
 
-    /// Upper bound on tasks running at once.
-    #[arg(long, env = "QP_MAX_TASKS", default_value_t = 10)]
-    pub max_tasks: u32,
+    /// Upper bound on tasks running at once [default: 10]
+    #[arg(long, env = "QP_MAX_TASKS", value_name = "N")]
+    pub max_tasks: Option<String>,
 
-    /// Upper bound on tasks launched by one tick (default: no bound beyond --max-tasks).
-    #[arg(long, env = "QP_MAX_LAUNCH_PER_RUN")]
-    pub max_launch_per_run: Option<u32>,
+    /// Upper bound on tasks launched by one tick [default: no bound beyond QP_MAX_TASKS]
+    #[arg(long, env = "QP_MAX_LAUNCH_PER_RUN", value_name = "N")]
+    pub max_launch_per_run: Option<String>,
 
-    /// Capacity provider strategy: PROVIDER:WEIGHT[:base=N],... e.g. FARGATE:1:base=1,FARGATE_SPOT:4
-    #[arg(long, env = "QP_CAPACITY", default_value = "FARGATE_SPOT:1")]
-    pub capacity: String,
+    /// Capacity provider strategy: PROVIDER:WEIGHT[:base=N],... e.g.
+    /// FARGATE:1:base=1,FARGATE_SPOT:4 [default: FARGATE_SPOT:1]
+    #[arg(long, env = "QP_CAPACITY", value_name = "STRATEGY")]
+    pub capacity: Option<String>,
 
-    /// Relaunch Fargate Spot capacity failures on regular FARGATE.
-    #[arg(long, env = "QP_SPOT_FALLBACK", action = ArgAction::Set, default_value_t = true,
-          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub spot_fallback: bool,
+    /// Relaunch tasks Fargate Spot had no capacity for on regular FARGATE [default: true]
+    #[arg(long, env = "QP_SPOT_FALLBACK", value_name = "BOOL")]
+    pub spot_fallback: Option<String>,
 
-    /// Count in-flight (received, not yet deleted) messages as backlog too.
-    #[arg(long, env = "QP_COUNT_IN_FLIGHT", action = ArgAction::Set, default_value_t = true,
-          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub count_in_flight: bool,
+    /// Count in-flight (received, not yet deleted) messages as backlog too [default: true]
+    #[arg(long, env = "QP_COUNT_IN_FLIGHT", value_name = "BOOL")]
+    pub count_in_flight: Option<String>,
 
-    /// Off switch: with false the scaler reports but never launches.
-    #[arg(long, env = "QP_ENABLED", action = ArgAction::Set, default_value_t = true,
-          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
-    pub enabled: bool,
+    /// Off switch: with false the scaler reports but never launches [default: true]
+    #[arg(long, env = "QP_ENABLED", value_name = "BOOL")]
+    pub enabled: Option<String>,
 
-    /// Environment passed to launched containers as overrides: NAME=VALUE,NAME=VALUE
-    #[arg(long, env = "QP_TASK_ENV")]
+    /// Environment of the launched worker containers (overrides): NAME=VALUE,NAME=VALUE, or a
+    /// JSON object {"NAME":"VALUE"} when a value contains a comma.
+    #[arg(long, env = "QP_TASK_ENV", value_name = "VARS")]
     pub task_env: Option<String>,
 
-    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal).
-    #[arg(long, env = "QP_LOG_FORMAT", default_value = "auto")]
-    pub log_format: LogFormat,
+    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal) [default:
+    /// auto]
+    #[arg(long, env = "QP_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {

@@ -2,6 +2,8 @@
 //! end-to-end test runs the real `qp` binary from `util`.
 
 mod image;
+mod lambda_api;
 mod packaging;
 mod resize;
+mod scale;
 mod util;
