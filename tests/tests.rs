@@ -4,3 +4,4 @@
 mod image;
 mod resize;
 mod util;
+mod work;

@@ -2,6 +2,9 @@
 //! small traits defined in the submodules, so their logic is tested without AWS and the SDK types
 //! stay out of the pure code.
 
+pub mod s3;
+pub mod sqs;
+
 use aws_config::BehaviorVersion;
 
 /// One set of SDK clients, built once per process from the standard chain (`AWS_REGION`,
