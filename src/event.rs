@@ -283,7 +283,9 @@ mod tests {
     #[test]
     fn test_events_are_recognised() {
         for body in [
-            fixture(include_bytes!("../tests/fixtures/events/s3_test_event.json")),
+            fixture(include_bytes!(
+                "../tests/fixtures/events/s3_test_event.json"
+            )),
             fixture(include_bytes!(
                 "../tests/fixtures/events/moto_test_event.json"
             )),

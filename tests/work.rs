@@ -46,8 +46,7 @@ async fn env(visibility_timeout: u32, notify: bool) -> Env {
         )
         .attributes(
             QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5})
-                .to_string(),
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}).to_string(),
         )
         .send()
         .await
@@ -302,12 +301,20 @@ async fn drains_a_notifying_bucket_with_awkward_keys() {
 
     // Every good image at its full key, exactly 224x224, with its provenance.
     for (key, _) in &good {
-        assert_eq!(env.dims(&format!("processed/{key}")).await, (224, 224), "{key}");
+        assert_eq!(
+            env.dims(&format!("processed/{key}")).await,
+            (224, 224),
+            "{key}"
+        );
     }
     assert_eq!(env.dest_keys().await.len(), good.len(), "no stray outputs");
     let same_one = env.get("processed/one/same.jpg").await.unwrap();
     let same_two = env.get("processed/two/same.jpg").await.unwrap();
-    assert_ne!(same_one.e_tag(), same_two.e_tag(), "equal names must not collide");
+    assert_ne!(
+        same_one.e_tag(),
+        same_two.e_tag(),
+        "equal names must not collide"
+    );
     let uni = env.get("processed/ünïcödé/日本/写真 €.jpg").await.unwrap();
     let meta = uni.metadata().unwrap();
     assert_eq!(meta["source-bucket"], SRC);
@@ -335,7 +342,10 @@ async fn drains_a_notifying_bucket_with_awkward_keys() {
 
     // One log line per object, with outcome and latency; a summary; EMF metrics on stdout.
     let logs = log_lines(&o);
-    let per_object: Vec<_> = logs.iter().filter(|l| l["key"].is_string() && l["latency_ms"].is_number()).collect();
+    let per_object: Vec<_> = logs
+        .iter()
+        .filter(|l| l["key"].is_string() && l["latency_ms"].is_number())
+        .collect();
     assert_eq!(per_object.len(), good.len() + bad.len(), "{}", stderr(&o));
     assert!(processed_counts(&o).values().all(|&n| n == 1));
     let summary = logs
@@ -358,9 +368,12 @@ async fn drains_a_notifying_bucket_with_awkward_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sns_and_eventbridge_bodies_and_a_deleted_object() {
     let env = env(30, false).await;
-    env.upload("sns/a b.jpg", fixture_bytes("baseline_420.jpg")).await;
-    env.upload("eb/c d.jpg", fixture_bytes("odd_333x777.jpg")).await;
-    env.upload("gone/x.jpg", fixture_bytes("baseline_444.jpg")).await;
+    env.upload("sns/a b.jpg", fixture_bytes("baseline_420.jpg"))
+        .await;
+    env.upload("eb/c d.jpg", fixture_bytes("odd_333x777.jpg"))
+        .await;
+    env.upload("gone/x.jpg", fixture_bytes("baseline_444.jpg"))
+        .await;
     env.s3
         .delete_object()
         .bucket(SRC)
@@ -379,8 +392,10 @@ async fn sns_and_eventbridge_bodies_and_a_deleted_object() {
         .to_string()
     };
     env.send(&sns(record("sns/a+b.jpg"))).await;
-    env.send(&sns(r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"uploads"}"#.into()))
-        .await;
+    env.send(&sns(
+        r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"uploads"}"#.into(),
+    ))
+    .await;
     env.send(
         &serde_json::json!({"version": "0", "id": "e1", "detail-type": "Object Created",
             "source": "aws.s3", "detail": {"bucket": {"name": SRC},
@@ -457,7 +472,10 @@ async fn sigterm_mid_batch_loses_nothing() {
     assert!(kill.success());
     let signalled = Instant::now();
     let o = wait_with_limit(child, Duration::from_secs(12));
-    assert!(signalled.elapsed() < Duration::from_secs(10), "exceeded the grace period");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "exceeded the grace period"
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
     // Everything is either done or immediately visible again for the next worker.
@@ -468,7 +486,11 @@ async fn sigterm_mid_batch_loses_nothing() {
         .map(|k| k.strip_prefix("processed/2400x2400/").map(str::to_string))
         .flatten()
         .collect();
-    assert!(done.len() < keys.len(), "stopped mid-batch (done {})", done.len());
+    assert!(
+        done.len() < keys.len(),
+        "stopped mid-batch (done {})",
+        done.len()
+    );
     let (visible, hidden) = env.depth(&env.queue).await;
     assert_eq!(hidden, 0, "messages left invisible");
     let back: BTreeSet<String> = env
@@ -482,12 +504,12 @@ async fn sigterm_mid_batch_loses_nothing() {
         .collect();
     assert_eq!(back.len() as u64, visible);
     let all: BTreeSet<String> = done.union(&back).cloned().collect();
-    assert_eq!(all, keys.iter().cloned().collect(), "every image done or back");
-    assert!(
-        stderr(&o).contains("shutting down"),
-        "{}",
-        stderr(&o)
+    assert_eq!(
+        all,
+        keys.iter().cloned().collect(),
+        "every image done or back"
     );
+    assert!(stderr(&o).contains("shutting down"), "{}", stderr(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,11 @@
 
 use std::future::Future;
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
 
 /// An object read whole.
 #[derive(Clone, Debug)]

@@ -104,7 +104,10 @@ fn err<E: std::error::Error>(what: &str, url: &str, e: E) -> QueueError {
 
 /// Batch entry ids are the entry's position: message ids would do, except that the same message
 /// received twice (SQS is at-least-once) would make the whole batch fail as not distinct.
-fn failures(entries: &[Receipt], failed: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<EntryFailure> {
+fn failures(
+    entries: &[Receipt],
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+) -> Vec<EntryFailure> {
     failed
         .iter()
         .map(|f| EntryFailure {
@@ -209,8 +212,16 @@ impl Queue for SqsQueue {
         Ok(failures(entries, out.failed()))
     }
 
-    async fn send(&self, body: &str, attributes: &[(&'static str, String)]) -> Result<(), QueueError> {
-        let mut call = self.client.send_message().queue_url(&self.url).message_body(body);
+    async fn send(
+        &self,
+        body: &str,
+        attributes: &[(&'static str, String)],
+    ) -> Result<(), QueueError> {
+        let mut call = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
         for (name, value) in attributes {
             let value = MessageAttributeValue::builder()
                 .data_type("String")

@@ -147,7 +147,14 @@ mod tests {
         assert_eq!(c.dlq_url, None);
         assert_eq!(c.visibility_timeout, Some(5));
         let c = WorkConfig::from_args_with_cpus(
-            args(&["--queue-url", "q", "--dest-bucket", "b", "--concurrency", "1"]),
+            args(&[
+                "--queue-url",
+                "q",
+                "--dest-bucket",
+                "b",
+                "--concurrency",
+                "1",
+            ]),
             16,
         )
         .unwrap();

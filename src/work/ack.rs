@@ -24,7 +24,11 @@ pub enum AckOp {
 }
 
 /// Runs until every sender is dropped, then flushes what is left.
-pub async fn acker<Q: Queue>(queue: Arc<Q>, stats: Arc<Stats>, mut rx: mpsc::UnboundedReceiver<AckOp>) {
+pub async fn acker<Q: Queue>(
+    queue: Arc<Q>,
+    stats: Arc<Stats>,
+    mut rx: mpsc::UnboundedReceiver<AckOp>,
+) {
     let mut deletes: Vec<Receipt> = Vec::new();
     let mut releases: Vec<Receipt> = Vec::new();
     let mut open = true;

@@ -20,7 +20,10 @@ pub enum RecordOutcome {
         error: String,
     },
     /// May succeed later: S3 5xx, throttling, timeouts, network, access.
-    Transient { key: String, error: String },
+    Transient {
+        key: String,
+        error: String,
+    },
 }
 
 /// What a message turned out to be.
@@ -256,13 +259,20 @@ mod tests {
                         failure,
                     } => {
                         assert_eq!(failure.reason, "transient");
-                        assert_eq!(failure.failed, o.len() - o.iter().filter(|r| **r == Done).count());
+                        assert_eq!(
+                            failure.failed,
+                            o.len() - o.iter().filter(|r| **r == Done).count()
+                        );
                     }
                     other => panic!("{o:?}: {other:?}"),
                 }
             }
         }
-        let bad = records(vec![Done, perm("b/x.jpg", "not_jpeg"), perm("c", "truncated")]);
+        let bad = records(vec![
+            Done,
+            perm("b/x.jpg", "not_jpeg"),
+            perm("c", "truncated"),
+        ]);
         let expected = Failure {
             reason: "not_jpeg",
             error: "not_jpeg error".into(),
@@ -299,8 +309,14 @@ mod tests {
             width: 224,
             height: 160,
         });
-        assert_eq!(dest_key("processed", None, "a/b/c.jpg"), "processed/a/b/c.jpg");
-        assert_eq!(dest_key("processed", s, "a/c.jpg"), "processed/224x160/a/c.jpg");
+        assert_eq!(
+            dest_key("processed", None, "a/b/c.jpg"),
+            "processed/a/b/c.jpg"
+        );
+        assert_eq!(
+            dest_key("processed", s, "a/c.jpg"),
+            "processed/224x160/a/c.jpg"
+        );
         assert_eq!(dest_key("", None, "c.jpg"), "c.jpg");
         assert_eq!(dest_key("", s, "x y/ü.jpg"), "224x160/x y/ü.jpg");
         assert_ne!(
@@ -319,7 +335,11 @@ mod tests {
             .decode_utf8()
             .unwrap();
         assert_eq!(decoded, weird);
-        assert!(header_safe(weird).bytes().all(|b| (0x20..0x7f).contains(&b)));
+        assert!(
+            header_safe(weird)
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b))
+        );
     }
 
     #[test]

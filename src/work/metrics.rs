@@ -81,7 +81,8 @@ impl Stats {
         }
         w.bytes_in += bytes_in;
         w.bytes_out += bytes_out;
-        w.latencies_ms.push((latency.as_secs_f64() * 1000.0 * 10.0).round() / 10.0);
+        w.latencies_ms
+            .push((latency.as_secs_f64() * 1000.0 * 10.0).round() / 10.0);
         (w.latencies_ms.len() >= EMF_MAX_VALUES).then(|| std::mem::take(&mut *w))
     }
 
@@ -152,7 +153,11 @@ mod tests {
     fn windows_fill_at_100_values() {
         let s = Stats::default();
         for i in 0..99 {
-            let c = if i % 10 == 0 { Counted::Failed } else { Counted::Ok };
+            let c = if i % 10 == 0 {
+                Counted::Failed
+            } else {
+                Counted::Ok
+            };
             assert!(s.record(c, Duration::from_millis(5), 100, 10).is_none());
         }
         let w = s

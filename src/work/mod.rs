@@ -24,9 +24,9 @@ mod ack;
 pub mod decide;
 pub mod metrics;
 mod pipeline;
-mod tracker;
 #[cfg(test)]
 mod tests;
+mod tracker;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -47,7 +47,7 @@ use crate::config::work::WorkConfig;
 use ack::AckOp;
 use decide::{IdleClock, poll_wait};
 use metrics::Stats;
-use pipeline::{Ctx, CpuPool};
+use pipeline::{CpuPool, Ctx};
 use tracker::Tracker;
 
 /// Visibility timeout used when the queue's own is 0 (which would hand every message to every
@@ -368,7 +368,10 @@ async fn receive_loop<Q: Queue>(st: Arc<Receiving<Q>>, out: mpsc::Sender<Batch>)
             }
             Err(e) => {
                 st.receive_failing.store(true, Ordering::Relaxed);
-                tracing::warn!("receive failed, retrying in {} ms: {e}", backoff.as_millis());
+                tracing::warn!(
+                    "receive failed, retrying in {} ms: {e}",
+                    backoff.as_millis()
+                );
                 drop(permits);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(pipeline::RECEIVE_BACKOFF_MAX);

@@ -235,11 +235,7 @@ async fn convert<S: ObjectStore, Q: Queue>(
         bytes_out += out.jpeg.len() as u64;
         let req = PutRequest {
             bucket: ctx.cfg.dest_bucket.clone(),
-            key: dest_key(
-                &ctx.cfg.dest_prefix,
-                several.then_some(out.size),
-                &obj.key,
-            ),
+            key: dest_key(&ctx.cfg.dest_prefix, several.then_some(out.size), &obj.key),
             body: out.jpeg,
             content_type: "image/jpeg",
             metadata: metadata.clone(),
@@ -258,7 +254,10 @@ async fn convert<S: ObjectStore, Q: Queue>(
 }
 
 /// GET, trying the event's alternative spelling of the key if the first does not exist.
-async fn fetch<S: ObjectStore, Q: Queue>(ctx: &Ctx<S, Q>, obj: &ObjectRef) -> Result<Fetched, S3Error> {
+async fn fetch<S: ObjectStore, Q: Queue>(
+    ctx: &Ctx<S, Q>,
+    obj: &ObjectRef,
+) -> Result<Fetched, S3Error> {
     let max = ctx.cfg.max_object_bytes;
     match ctx.store.get(&obj.bucket, &obj.key, max).await {
         Err(e) if e.kind == S3ErrorKind::NotFound => match &obj.alt_key {

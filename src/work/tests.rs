@@ -46,7 +46,12 @@ impl ObjectStore for FakeStore {
                 message: format!("injected {kind:?}"),
             });
         }
-        match self.objects.lock().unwrap().get(&(bucket.into(), key.into())) {
+        match self
+            .objects
+            .lock()
+            .unwrap()
+            .get(&(bucket.into(), key.into()))
+        {
             Some(b) => Ok(Fetched {
                 body: b.clone(),
                 etag: Some("etag1".into()),
@@ -64,13 +69,16 @@ impl ObjectStore for FakeStore {
     }
 }
 
+/// A message sent (to the DLQ): body and attributes.
+type Sent = (String, Vec<(&'static str, String)>);
+
 #[derive(Default)]
 struct FakeQueue {
     visible: Mutex<VecDeque<Message>>,
     deleted: Mutex<Vec<String>>,
     /// (message id, seconds) of every visibility change.
     visibility: Mutex<Vec<(String, u32)>>,
-    sent: Mutex<Vec<(String, Vec<(&'static str, String)>)>>,
+    sent: Mutex<Vec<Sent>>,
     vt: u32,
 }
 
@@ -282,7 +290,14 @@ async fn good_messages_are_converted_and_deleted() {
     assert_eq!(r.summary.reason, StopReason::Idle);
     assert_eq!(r.queue.deleted(), ["m0", "m1"]);
     assert_eq!((r.summary.processed, r.summary.failed), (2, 0));
-    let mut keys: Vec<String> = r.store.puts.lock().unwrap().iter().map(|p| p.key.clone()).collect();
+    let mut keys: Vec<String> = r
+        .store
+        .puts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.key.clone())
+        .collect();
     keys.sort();
     assert_eq!(
         keys,
@@ -323,10 +338,22 @@ async fn permanent_failures_go_to_the_dlq_with_their_reason() {
     let reason = |body: &str| {
         let (_, attrs) = sent.iter().find(|(b, _)| b == body).expect("in the DLQ");
         let get = |n| attrs.iter().find(|(k, _)| *k == n).unwrap().1.clone();
-        (get("qp_reason"), attrs.iter().find(|(k, _)| *k == "qp_key").map(|a| a.1.clone()))
+        (
+            get("qp_reason"),
+            attrs
+                .iter()
+                .find(|(k, _)| *k == "qp_key")
+                .map(|a| a.1.clone()),
+        )
     };
-    assert_eq!(reason(&bodies[0]), ("not_jpeg".into(), Some("bad.jpg".into())));
-    assert_eq!(reason(&bodies[1]), ("object_gone".into(), Some("missing.jpg".into())));
+    assert_eq!(
+        reason(&bodies[0]),
+        ("not_jpeg".into(), Some("bad.jpg".into()))
+    );
+    assert_eq!(
+        reason(&bodies[1]),
+        ("object_gone".into(), Some("missing.jpg".into()))
+    );
     assert_eq!(reason(&bodies[2]), ("bad_body".into(), None));
     assert_eq!(sent.len(), 3);
     // The good record of the mixed message was still written.
@@ -401,7 +428,11 @@ async fn shutdown_finishes_started_messages_and_releases_the_rest() {
     )
     .await;
     assert_eq!(r.summary.reason, StopReason::Signal);
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // Two were in work (concurrency 2) and finished; four had not started and went back.
     assert_eq!(r.queue.deleted(), ["m0", "m1"]);
     assert_eq!(r.queue.released(), ["m2", "m3", "m4", "m5"]);
@@ -422,7 +453,10 @@ async fn the_grace_deadline_releases_unfinished_work() {
     )
     .await;
     let took = started.elapsed();
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
     assert!(r.queue.deleted().is_empty());
     assert_eq!(r.queue.released(), ["m0"]);
 }
@@ -465,7 +499,10 @@ async fn the_idle_timeout_waits_for_a_quiet_queue() {
     .await;
     let took = started.elapsed();
     assert_eq!(r.summary.reason, StopReason::Idle);
-    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -486,6 +523,12 @@ async fn tracker_registers_and_releases() {
     assert!(t.remove(a).is_none());
     assert_eq!(t.drain().len(), 1);
     assert!(t.is_empty());
-    assert_eq!(tracker::tick(Duration::from_secs(1)), Duration::from_millis(250));
-    assert_eq!(tracker::tick(Duration::from_secs(3600)), Duration::from_secs(5));
+    assert_eq!(
+        tracker::tick(Duration::from_secs(1)),
+        Duration::from_millis(250)
+    );
+    assert_eq!(
+        tracker::tick(Duration::from_secs(3600)),
+        Duration::from_secs(5)
+    );
 }
