@@ -483,8 +483,7 @@ async fn sigterm_mid_batch_loses_nothing() {
         .dest_keys()
         .await
         .into_iter()
-        .map(|k| k.strip_prefix("processed/2400x2400/").map(str::to_string))
-        .flatten()
+        .filter_map(|k| k.strip_prefix("processed/2400x2400/").map(str::to_string))
         .collect();
     assert!(
         done.len() < keys.len(),
