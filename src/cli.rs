@@ -144,6 +144,22 @@ pub struct WorkArgs {
     /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal).
     #[arg(long, env = "QP_LOG_FORMAT", default_value = "auto")]
     pub log_format: LogFormat,
+
+    /// Visibility timeout for received messages, 1-43200 (default: the queue's own). Messages
+    /// still in work are extended every half of it.
+    #[arg(long, env = "QP_VISIBILITY_TIMEOUT_SECS",
+          value_parser = clap::value_parser!(u32).range(1..=43200))]
+    pub visibility_timeout_secs: Option<u32>,
+
+    /// Source objects larger than this are refused before download (permanent failure).
+    #[arg(long, env = "QP_MAX_OBJECT_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_object_bytes: u64,
+
+    /// Threads decoding and encoding images (default: the CPUs this task may use, cgroup quota
+    /// included).
+    #[arg(long, env = "QP_CPUS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub cpus: Option<u32>,
 }
 
 /// Raw settings of `qp scale`. Numbers and booleans stay strings here: [`crate::config::scale`]

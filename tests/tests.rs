@@ -7,3 +7,4 @@ mod packaging;
 mod resize;
 mod scale;
 mod util;
+mod work;

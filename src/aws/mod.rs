@@ -4,6 +4,8 @@
 
 pub mod depth;
 pub mod ecs;
+pub mod s3;
+pub mod sqs;
 
 use aws_config::BehaviorVersion;
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Benchmark of `qp work` against the blueprint's serial Python worker (bench/work_python.py),
+# both draining S3 notifications of the same images through one private moto server.
+#
+# Reports per worker: images/s (wall clock from start to the last image, the final empty poll
+# excluded), CPU seconds of the worker process itself per 1000 images (user+sys from wait4, so
+# moto's own CPU is not counted) and its peak RSS.
+#
+# Usage: bench/work.sh            (needs a release build: cargo build --release)
+# Env:   QP_BENCH_IMAGES (default 600, from bench/corpus/small), QP_BIN, QP_MOTO_SERVER, QP_PYTHON
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+venv="${QP_VENV:-$HOME/.cache/qp-venv}"
+[ -x "$venv/bin/python" ] || venv=/opt/qp-venv
+python="${QP_PYTHON:-$venv/bin/python}"
+moto="${QP_MOTO_SERVER:-$venv/bin/moto_server}"
+qp="${QP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/qp}"
+n="${QP_BENCH_IMAGES:-600}"
+[ -x "$qp" ] || { echo "bench: no release binary at $qp (cargo build --release)" >&2; exit 1; }
+"$here/corpus.sh"
+
+port="$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$moto" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true' EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+for _ in $(seq 100); do
+  "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
+  sleep 0.1
+done
+
+# Two source buckets, each notifying its own queue; the same n images uploaded to both.
+"$python" - "$here/corpus/small" "$n" <<'PY'
+import os, sys, boto3
+corpus, n = sys.argv[1], int(sys.argv[2])
+s3, sqs = boto3.client("s3"), boto3.client("sqs")
+files = sorted(os.listdir(corpus))
+files = (files * (n // len(files) + 1))[:n]
+for who in ("qp", "py"):
+    s3.create_bucket(Bucket=f"src-{who}")
+    s3.create_bucket(Bucket=f"dst-{who}")
+    q = sqs.create_queue(QueueName=f"q-{who}", Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(Bucket=f"src-{who}", NotificationConfiguration={
+        "QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]})
+    for i, f in enumerate(files):
+        with open(os.path.join(corpus, f), "rb") as fh:
+            s3.put_object(Bucket=f"src-{who}", Key=f"bench/{i:05d}/{f}", Body=fh.read())
+print(f"bench: {n} images uploaded twice", file=sys.stderr)
+PY
+queue_url() { "$python" -c "import boto3; print(boto3.client('sqs').get_queue_url(QueueName='$1')['QueueUrl'])"; }
+
+# Runs a command, prints "wall_s cpu_s maxrss_kb" of that process (wait4 rusage).
+measure() {
+  "$python" - "$@" <<'PY'
+import os, subprocess, sys, time
+t0 = time.monotonic()
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=open(os.environ["BENCH_LOG"], "w"))
+_, status, ru = os.wait4(p.pid, 0)
+wall = time.monotonic() - t0
+if os.waitstatus_to_exitcode(status) != 0:
+    sys.exit(f"bench: {sys.argv[1]} failed; see {os.environ['BENCH_LOG']}")
+print(f"{wall:.3f} {ru.ru_utime + ru.ru_stime:.3f} {ru.ru_maxrss}")
+PY
+}
+
+count() { "$python" -c "
+import boto3
+p = boto3.client('s3').get_paginator('list_objects_v2')
+print(sum(len(page.get('Contents', [])) for page in p.paginate(Bucket='$1')))"; }
+
+log_dir="$(mktemp -d)"
+echo "bench: qp work ($("$qp" --version), mode fit 224x224 like Pillow's thumbnail)" >&2
+read -r qp_wall qp_cpu qp_rss < <(BENCH_LOG="$log_dir/qp.log" QP_QUEUE_URL="$(queue_url q-qp)" \
+  QP_DEST_BUCKET=dst-qp QP_S3_FORCE_PATH_STYLE=true QP_IDLE_TIMEOUT_SECS=1 QP_MODE=fit \
+  QP_LOG_FORMAT=json measure "$qp" work)
+echo "bench: serial Python worker (boto3 + Pillow)" >&2
+read -r py_wall py_cpu py_rss < <(BENCH_LOG="$log_dir/py.log" \
+  measure "$python" "$here/work_python.py" "$(queue_url q-py)" dst-py processed)
+qp_out="$(count dst-qp)"; py_out="$(count dst-py)"
+[ "$qp_out" = "$n" ] && [ "$py_out" = "$n" ] || {
+  echo "bench: expected $n outputs each, got qp=$qp_out python=$py_out (logs in $log_dir)" >&2; exit 1; }
+
+# Both end with one empty poll of 1 s: not part of the throughput.
+"$python" - "$n" "$qp_wall" "$qp_cpu" "$qp_rss" "$py_wall" "$py_cpu" "$py_rss" "$(nproc)" <<'PY'
+import sys
+n = int(sys.argv[1]); qw, qc, qr, pw, pc, pr = map(float, sys.argv[2:8]); cpus = sys.argv[8]
+rate = lambda wall: n / max(wall - 1.0, 1e-9)
+rows = [("qp work", rate(qw), qc / n * 1000, qr / 1024), ("python (serial)", rate(pw), pc / n * 1000, pr / 1024)]
+print(f"{n} images from bench/corpus/small through moto, {cpus} CPUs\n")
+print("| worker | images/s | CPU s / 1000 images | peak RSS MB |")
+print("|---|---:|---:|---:|")
+for name, r, c, m in rows:
+    print(f"| {name} | {r:.1f} | {c:.2f} | {m:.1f} |")
+print(f"| ratio python/qp | {rows[1][1]/rows[0][1]:.2f}x | {rows[1][2]/rows[0][2]:.1f}x | {rows[1][3]/rows[0][3]:.1f}x |")
+PY
+rm -rf "$log_dir"

@@ -1,0 +1,253 @@
+//! What the worker needs from SQS: receive, delete and change visibility in batches, send (to the
+//! dead-letter queue), and read the queue's visibility timeout. [`Queue`] is the seam;
+//! [`SqsQueue`] (one queue URL over the SDK client) the implementation.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+    MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
+};
+
+/// A received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub receipt: String,
+    pub body: String,
+    /// `ApproximateReceiveCount` (1 the first time).
+    pub receive_count: u32,
+}
+
+/// A message to act on in a batch call: its id (for logs) and receipt handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub id: String,
+    pub handle: String,
+}
+
+/// One entry of a batch call that failed (the others succeeded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryFailure {
+    pub id: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// A whole SQS call failed (the SDK has already retried what it could).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct QueueError(pub String);
+
+/// Largest batch SQS accepts in one call.
+pub const MAX_BATCH: usize = 10;
+
+/// The SQS operations of the worker, on one queue.
+pub trait Queue: Send + Sync + 'static {
+    /// Long-polls for up to `max` (1-10) messages. `visibility` overrides the queue's timeout.
+    fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<u32>,
+    ) -> impl Future<Output = Result<Vec<Message>, QueueError>> + Send;
+
+    /// Deletes up to [`MAX_BATCH`] messages; returns the entries that failed.
+    fn delete_batch(
+        &self,
+        entries: &[Receipt],
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Sets the visibility timeout of up to [`MAX_BATCH`] messages to `secs` from now.
+    fn change_visibility_batch(
+        &self,
+        entries: &[Receipt],
+        secs: u32,
+    ) -> impl Future<Output = Result<Vec<EntryFailure>, QueueError>> + Send;
+
+    /// Sends one message with string attributes.
+    fn send(
+        &self,
+        body: &str,
+        attributes: &[(&'static str, String)],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+
+    /// The queue's default visibility timeout, in seconds.
+    fn visibility_timeout(&self) -> impl Future<Output = Result<u32, QueueError>> + Send;
+}
+
+/// [`Queue`] over the SDK client.
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> SqsQueue {
+        SqsQueue {
+            client,
+            url: url.into(),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+fn err<E: std::error::Error>(what: &str, url: &str, e: E) -> QueueError {
+    QueueError(format!("{what} {url}: {}", DisplayErrorContext(e)))
+}
+
+/// Batch entry ids are the entry's position: message ids would do, except that the same message
+/// received twice (SQS is at-least-once) would make the whole batch fail as not distinct.
+fn failures(
+    entries: &[Receipt],
+    failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
+) -> Vec<EntryFailure> {
+    failed
+        .iter()
+        .map(|f| EntryFailure {
+            id: f
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| entries.get(i))
+                .map_or_else(|| f.id().to_string(), |r| r.id.clone()),
+            code: f.code().to_string(),
+            message: f.message().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
+impl Queue for SqsQueue {
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Option<u32>,
+    ) -> Result<Vec<Message>, QueueError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .set_visibility_timeout(visibility.map(|v| v as i32))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| err("receiving from", &self.url, e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let receive_count = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                Some(Message {
+                    id: m.message_id?,
+                    receipt: m.receipt_handle?,
+                    body: m.body.unwrap_or_default(),
+                    receive_count,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_batch(&self, entries: &[Receipt]) -> Result<Vec<EntryFailure>, QueueError> {
+        let batch = entries
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&r.handle)
+                    .build()
+                    .map_err(|e| err("deleting from", &self.url, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .delete_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(batch))
+            .send()
+            .await
+            .map_err(|e| err("deleting from", &self.url, e))?;
+        Ok(failures(entries, out.failed()))
+    }
+
+    async fn change_visibility_batch(
+        &self,
+        entries: &[Receipt],
+        secs: u32,
+    ) -> Result<Vec<EntryFailure>, QueueError> {
+        let batch = entries
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&r.handle)
+                    .visibility_timeout(secs as i32)
+                    .build()
+                    .map_err(|e| err("changing visibility on", &self.url, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .change_message_visibility_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(batch))
+            .send()
+            .await
+            .map_err(|e| err("changing visibility on", &self.url, e))?;
+        Ok(failures(entries, out.failed()))
+    }
+
+    async fn send(
+        &self,
+        body: &str,
+        attributes: &[(&'static str, String)],
+    ) -> Result<(), QueueError> {
+        let mut call = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body);
+        for (name, value) in attributes {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| err("sending to", &self.url, e))?;
+            call = call.message_attributes(*name, value);
+        }
+        call.send()
+            .await
+            .map_err(|e| err("sending to", &self.url, e))?;
+        Ok(())
+    }
+
+    async fn visibility_timeout(&self) -> Result<u32, QueueError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|e| err("reading the attributes of", &self.url, e))?;
+        out.attributes()
+            .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| QueueError(format!("{}: no VisibilityTimeout attribute", self.url)))
+    }
+}
