@@ -245,7 +245,7 @@ fn version_and_help() {
 fn the_binary_named_bootstrap_is_the_scaler() {
     let tmp = tempdir();
     let bootstrap = tmp.path().join("bootstrap");
-    fs::copy(crate::util::QP, &bootstrap).unwrap();
+    fs::copy(crate::util::qp_binary(), &bootstrap).unwrap();
     let mut cmd = std::process::Command::new(&bootstrap);
     crate::util::clean_env(&mut cmd);
     let o = run(cmd.arg("--help"));

@@ -19,7 +19,7 @@ use aws_sdk_ecs::types::{
 use serde_json::{Value, json};
 
 use crate::lambda_api::{LambdaApi, Response, read_request, read_response, write_response};
-use crate::util::{Moto, QP, qp, run, stderr, stdout, tempdir};
+use crate::util::{Moto, ec2, qp, qp_binary, run, stderr, stdout, tempdir, xml_value};
 
 const CLUSTER: &str = "qp";
 const FAMILY: &str = "qp-worker";
@@ -138,42 +138,6 @@ fn forward(moto_port: u16, req: &crate::lambda_api::Request, body: &[u8]) -> Res
     std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
     std::io::Write::write_all(&mut s, body).unwrap();
     read_response(&mut BufReader::new(s)).unwrap()
-}
-
-/// One EC2 Query API call to moto (the tests need no EC2 SDK for four set-up calls).
-fn ec2(moto: &Moto, params: &[(&str, &str)]) -> String {
-    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-    let mut body = String::from("Version=2016-11-15");
-    for (k, v) in params {
-        body.push_str(&format!(
-            "&{k}={}",
-            utf8_percent_encode(v, NON_ALPHANUMERIC)
-        ));
-    }
-    let mut s = TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
-    let head = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         X-Amz-Date: 20240101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 \
-         Credential=testing/20240101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        moto.port,
-        body.len()
-    );
-    std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
-    let response = read_response(&mut BufReader::new(s)).unwrap();
-    let out = String::from_utf8(response.body).unwrap();
-    assert_eq!(response.status, 200, "EC2 {params:?}: {out}");
-    out
-}
-
-fn xml_value(xml: &str, tag: &str) -> String {
-    let start = xml
-        .find(&format!("<{tag}>"))
-        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
-        + tag.len()
-        + 2;
-    let end = start + xml[start..].find(&format!("</{tag}>")).unwrap();
-    xml[start..end].to_owned()
 }
 
 /// moto with what `qp scale` needs: a VPC (DNS hostnames on), two subnets, a security group, a
@@ -697,7 +661,7 @@ impl Drop for Running {
 fn bootstrap() -> (tempfile::TempDir, PathBuf) {
     let dir = tempdir();
     let path = dir.path().join("bootstrap");
-    std::fs::copy(QP, &path).unwrap();
+    std::fs::copy(qp_binary(), &path).unwrap();
     (dir, path)
 }
 

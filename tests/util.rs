@@ -8,7 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const QP: &str = env!("CARGO_BIN_EXE_qp");
+/// The `qp` binary under test: cargo tells integration tests where it is; the local-pipeline
+/// example finds it beside itself (target/<profile>/examples/../qp), or in `$QP_BIN`.
+pub fn qp_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_qp") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = std::env::var_os("QP_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("qp"))
+        .expect("target directory")
+}
 
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -53,7 +67,7 @@ pub fn tempdir() -> tempfile::TempDir {
 /// `qp` with an environment stripped of anything that could leak in from the developer's shell
 /// (QP_* settings, AWS profiles and credentials, Lambda variables).
 pub fn qp() -> Command {
-    let mut cmd = Command::new(QP);
+    let mut cmd = Command::new(qp_binary());
     clean_env(&mut cmd);
     cmd
 }
@@ -200,4 +214,40 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// One EC2 Query API call to moto (the tests need no EC2 SDK for four set-up calls).
+pub fn ec2(moto: &Moto, params: &[(&str, &str)]) -> String {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let mut body = String::from("Version=2016-11-15");
+    for (k, v) in params {
+        body.push_str(&format!(
+            "&{k}={}",
+            utf8_percent_encode(v, NON_ALPHANUMERIC)
+        ));
+    }
+    let mut s = TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         X-Amz-Date: 20240101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 \
+         Credential=testing/20240101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        moto.port,
+        body.len()
+    );
+    std::io::Write::write_all(&mut s, head.as_bytes()).unwrap();
+    let response = crate::lambda_api::read_response(&mut std::io::BufReader::new(s)).unwrap();
+    let out = String::from_utf8(response.body).unwrap();
+    assert_eq!(response.status, 200, "EC2 {params:?}: {out}");
+    out
+}
+
+pub fn xml_value(xml: &str, tag: &str) -> String {
+    let start = xml
+        .find(&format!("<{tag}>"))
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + tag.len()
+        + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>")).unwrap();
+    xml[start..end].to_owned()
 }

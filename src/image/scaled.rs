@@ -5,16 +5,21 @@
 //! of pixels that the resizer then throws away. libjpeg's `scale_denom` trick avoids that:
 //! at 1/8 only the DC coefficient of each 8x8 block is needed (one output pixel per block);
 //! at 1/4 and 1/2 a 2x2 or 4x4 IDCT of the low-frequency coefficients gives the block.
-//! This module owns that fast path: baseline and extended Huffman (every scale) and
-//! progressive Huffman (1/8 only, where the AC scans are skipped without decoding them),
-//! 8-bit, grayscale or three-component YCbCr/RGB. Anything else, and any file that looks
-//! damaged, yields `None`, and the caller falls back to zune-jpeg at full scale, which also
-//! gives the authoritative error.
+//! Chroma subsampled 2x both ways is decoded at twice the luma's block size instead of
+//! being upsampled (as libjpeg does); other subsampling gets libjpeg's triangle filter.
+//!
+//! This module owns that fast path: baseline and extended Huffman at every scale, and
+//! progressive Huffman at 1/8, where the AC scans are skipped unread except the first pass
+//! over the few chroma coefficients that 2x2 chroma blocks need. 8-bit only, grayscale or
+//! three-component YCbCr/RGB. Anything else, and any file that looks damaged, yields
+//! `None`, and the caller falls back to zune-jpeg at full scale, which also gives the
+//! authoritative error.
 //!
 //! Speed comes from the entropy decoder, which dominates at these scales: a 64-bit bit
 //! buffer refilled 8 bytes at a time when they hold no 0xFF, lookup tables that decode a
 //! DC difference or an AC coefficient (code plus extra bits) in one step, and for the AC
-//! coefficients nobody needs a table that skips several of them in one step.
+//! coefficients nobody needs a table that skips several of them in one step. The 4x4 IDCT
+//! runs on batches of blocks so that it vectorizes. No `unsafe`.
 
 /// Pixels decoded at 1/denom scale.
 pub struct Scaled {
@@ -91,12 +96,11 @@ const FAST_BITS: u32 = 10;
 /// Bits looked up at once by the table that skips several AC coefficients.
 const SKIP_BITS: u32 = 12;
 /// Set in a skip-table entry whose symbols end with end-of-block.
-const SKIP_EOB: u32 = 1 << 12;
+const SKIP_EOB: u32 = 1 << 13;
 /// More scans than any real encoder writes: a cap on the work a hostile file can ask for.
 const MAX_SCANS: usize = 128;
 
-/// Row-major position of each zigzag index; past 63 it points at a spare slot so that a
-/// run overshooting the block needs no branch.
+/// Row-major position in the 8x8 block of each zigzag index.
 const ZIGZAG: [u8; 64] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
     13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
@@ -104,7 +108,8 @@ const ZIGZAG: [u8; 64] = [
 ];
 
 /// For an `n`x`n` reduced block: where each zigzag index lands in it (row-major), or the
-/// spare slot `n*n` for coefficients outside it and for indices past the block's end.
+/// spare slot `n*n` for coefficients outside it and for indices past the block's end, so
+/// that storing a coefficient needs no branch.
 const fn zigzag_map(n: usize) -> [u8; 128] {
     let mut map = [(n * n) as u8; 128];
     let mut k = 0;
@@ -139,6 +144,9 @@ struct HuffSpec {
     symbols: Vec<u8>,
 }
 
+/// A table's codes as (code, length, symbol).
+type CodeList = Vec<(u16, u32, u8)>;
+
 /// Canonical decoding of one symbol, for codes the fast tables do not cover.
 struct Codes {
     /// `len << 8 | symbol` by the next FAST_BITS bits; 0 when the code is longer.
@@ -149,25 +157,22 @@ struct Codes {
 }
 
 impl Codes {
-    /// Checks the table is a prefix code and builds the decoder; `None` if it is not.
-    #[allow(clippy::type_complexity)]
-    fn new(spec: &HuffSpec, max_symbol: u8) -> Option<(Codes, Vec<(u16, u32, u8)>)> {
+    /// Checks the table is a prefix code of symbols up to `max_symbol` and builds the
+    /// decoder, also returning the codes; `None` if it is not.
+    fn new(spec: &HuffSpec, max_symbol: u8) -> Option<(Codes, CodeList)> {
         let mut codes = Vec::with_capacity(spec.symbols.len());
         let mut maxcode = [-1i32; 17];
         let mut valoff = [0i32; 17];
         let mut code = 0u32;
-        let mut k = 0usize;
         for len in 1..=16u32 {
-            let count = usize::from(spec.counts[len as usize]);
-            valoff[len as usize] = k as i32 - code as i32;
-            for _ in 0..count {
-                let sym = *spec.symbols.get(k)?;
+            valoff[len as usize] = codes.len() as i32 - code as i32;
+            for _ in 0..spec.counts[len as usize] {
+                let sym = *spec.symbols.get(codes.len())?;
                 if sym > max_symbol {
                     return None;
                 }
                 codes.push((code as u16, len, sym));
                 code += 1;
-                k += 1;
             }
             if code > 1 << len {
                 return None;
@@ -176,27 +181,21 @@ impl Codes {
             code <<= 1;
         }
         let mut look = Box::new([0u16; 1 << FAST_BITS]);
-        for &(code, len, sym) in &codes {
-            if len <= FAST_BITS {
-                let first = usize::from(code) << (FAST_BITS - len);
-                let entry = (len as u16) << 8 | u16::from(sym);
-                look[first..first + (1 << (FAST_BITS - len))].fill(entry);
-            }
+        for (e, &(len, sym)) in look.iter_mut().zip(&look_table(&codes, FAST_BITS)) {
+            *e = (len as u16) << 8 | u16::from(sym);
         }
-        let codes_out = codes.clone();
+        let symbols = spec.symbols.clone();
         Some((
             Codes {
                 look,
                 maxcode,
                 valoff,
-                symbols: spec.symbols.clone(),
+                symbols,
             },
-            codes_out,
+            codes,
         ))
     }
-}
 
-impl Codes {
     /// `(length, symbol)` of the code at the top of `buf`, by canonical search.
     #[inline(never)]
     fn decode(&self, buf: u64) -> Option<(u32, u32)> {
@@ -214,10 +213,18 @@ impl Codes {
         }
         None
     }
+
+    /// The `(length, symbol)` entries of `look`.
+    fn fast_entries(&self) -> impl Iterator<Item = (usize, (u32, u32))> + '_ {
+        self.look
+            .iter()
+            .map(|&e| (u32::from(e >> 8), u32::from(e & 0xFF)))
+            .enumerate()
+    }
 }
 
 /// `(len, symbol)` of the code at the top of a `bits`-wide window, from the code list.
-fn look_table(codes: &[(u16, u32, u8)], bits: u32) -> Vec<(u32, u8)> {
+fn look_table(codes: &CodeList, bits: u32) -> Vec<(u32, u8)> {
     let mut look = vec![(0u32, 0u8); 1 << bits];
     for &(code, len, sym) in codes {
         if len <= bits {
@@ -247,11 +254,9 @@ struct DcTable {
 
 impl DcTable {
     fn new(spec: &HuffSpec) -> Option<DcTable> {
-        let (codes, list) = Codes::new(spec, 15)?;
-        let look = look_table(&list, FAST_BITS);
+        let (codes, _) = Codes::new(spec, 15)?;
         let mut fast = Box::new([0i32; 1 << FAST_BITS]);
-        for (i, &(len, sym)) in look.iter().enumerate() {
-            let s = u32::from(sym);
+        for (i, (len, s)) in codes.fast_entries() {
             if len != 0 && len + s <= FAST_BITS {
                 let extra = (i as i32 >> (FAST_BITS - len - s)) & ((1 << s) - 1);
                 fast[i] = extend(extra, s) << 8 | (len + s) as i32;
@@ -263,7 +268,7 @@ impl DcTable {
 
 /// AC table. `fast`: one coefficient per lookup, `value << 16 | advance << 8 | length`,
 /// where advance moves the zigzag index past the coefficient (64 for end-of-block).
-/// `skip`: as many whole symbols as fit in SKIP_BITS, `SKIP_EOB | advance << 5 | length`,
+/// `skip`: as many whole symbols as fit in SKIP_BITS, `SKIP_EOB | advance << 6 | length`,
 /// for coefficients whose values are not needed. Progressive end-of-band runs (EOBn, n > 0)
 /// carry extra bits and state, so both leave them to the canonical path.
 struct AcTable {
@@ -275,10 +280,9 @@ struct AcTable {
 impl AcTable {
     fn new(spec: &HuffSpec) -> Option<AcTable> {
         let (codes, list) = Codes::new(spec, 255)?;
-        let look = look_table(&list, FAST_BITS);
         let mut fast = Box::new([0i32; 1 << FAST_BITS]);
-        for (i, &(len, sym)) in look.iter().enumerate() {
-            let (run, s) = (i32::from(sym >> 4), u32::from(sym & 15));
+        for (i, (len, sym)) in codes.fast_entries() {
+            let (run, s) = ((sym >> 4) as i32, sym & 15);
             if len == 0 || len + s > FAST_BITS {
                 continue;
             }
@@ -292,37 +296,39 @@ impl AcTable {
                 }
             };
         }
+        // The symbols in a window are its first one, then those in the bits left after it:
+        // built up for windows of 1, 2, .. SKIP_BITS bits, a `b`-bit window `v` at
+        // `2^b - 1 + v`. A window's low bits are unknown, so symbols must fit inside it.
         let look = look_table(&list, SKIP_BITS);
-        let mask = (1usize << SKIP_BITS) - 1;
-        let mut skip = Box::new([0u16; 1 << SKIP_BITS]);
-        for (i, entry) in skip.iter_mut().enumerate() {
-            let (mut used, mut advance, mut eob) = (0u32, 0u32, 0u32);
-            while used < SKIP_BITS {
-                let (len, sym) = look[(i << used) & mask];
+        let mut chains = vec![0u16; (2 << SKIP_BITS) - 1];
+        for b in 1..=SKIP_BITS {
+            for v in 0..1usize << b {
+                let (len, sym) = look[v << (SKIP_BITS - b)];
                 let (run, s) = (u32::from(sym >> 4), u32::from(sym & 15));
-                // The shifted-in low bits are unknown: the symbol must fit in what is left.
-                if len == 0 || used + len + s > SKIP_BITS {
-                    break;
+                if len == 0 || len + s > b || (s == 0 && run != 0 && run != 15) {
+                    continue;
                 }
-                // End-of-block counts as one step: it cannot follow coefficient 63, and
-                // there the next block's DC code may merely look like it.
-                let step = match (run, s) {
-                    (15, 0) => 16,
-                    (0, 0) => 1,
-                    (_, 0) => break,
-                    _ => run + 1,
+                let entry = if s == 0 && run == 0 {
+                    // End-of-block counts as one step: it cannot follow coefficient 63,
+                    // and there the next block's DC code may merely look like it.
+                    SKIP_EOB | 1 << 6 | len
+                } else {
+                    let step = if s == 0 { 16 } else { run + 1 };
+                    let left = b - len - s;
+                    let rest = u32::from(chains[(1 << left) - 1 + (v & ((1 << left) - 1))]);
+                    if step + ((rest >> 6) & 127) <= 64 {
+                        rest + (step << 6) + len + s
+                    } else {
+                        step << 6 | (len + s)
+                    }
                 };
-                if advance + step > 64 {
-                    break;
-                }
-                used += len + s;
-                advance += step;
-                if s == 0 && run != 15 {
-                    eob = SKIP_EOB;
-                    break;
-                }
+                chains[(1 << b) - 1 + v] = entry as u16;
             }
-            *entry = (eob | advance << 5 | used) as u16;
+        }
+        let mut skip = Box::new([0u16; 1 << SKIP_BITS]);
+        for (e, &chain) in skip.iter_mut().zip(&chains[(1 << SKIP_BITS) - 1..]) {
+            // An entry that holds no whole symbol advances too far to be taken.
+            *e = if chain == 0 { 127 << 6 } else { chain };
         }
         Some(AcTable { codes, fast, skip })
     }
@@ -364,23 +370,33 @@ impl<'a> Bits<'a> {
 
     #[inline(always)]
     fn refill(&mut self) {
-        if let Some(word) = self.data.get(self.pos..).and_then(|d| d.first_chunk::<8>()) {
-            let word = u64::from_be_bytes(*word);
-            let inv = !word;
-            // Fast path: no 0xFF among the 8 bytes, so no stuffing and no marker. Bytes
-            // beyond the whole ones counted may land in the low bits: they are the true
-            // next bits, and the next refill ORs the same values in again.
-            if inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080 == 0 {
-                self.buf |= word >> self.nbits;
-                let bytes = (63 - self.nbits) >> 3;
-                self.pos += bytes as usize;
-                self.nbits += bytes * 8;
-                return;
-            }
+        if !self.refill_fast() {
+            *self = self.refill_slow();
         }
-        *self = self.refill_slow();
     }
 
+    /// Refills from the next 8 bytes if none is 0xFF (no stuffing, no marker); false if
+    /// the slow path is needed. Bytes beyond the whole ones counted may land in the low
+    /// bits: they are the true next bits, and the next refill ORs the same values again.
+    #[inline(always)]
+    fn refill_fast(&mut self) -> bool {
+        let Some(word) = self.data.get(self.pos..).and_then(|d| d.first_chunk::<8>()) else {
+            return false;
+        };
+        let word = u64::from_be_bytes(*word);
+        let inv = !word;
+        if inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080 != 0 {
+            return false;
+        }
+        self.buf |= word >> self.nbits;
+        let bytes = (63 - self.nbits) >> 3;
+        self.pos += bytes as usize;
+        self.nbits += bytes * 8;
+        true
+    }
+
+    /// Refills byte by byte, undoing 0xFF00 stuffing; at a marker or the end of the data
+    /// feeds zeros instead, counting them.
     #[inline(never)]
     fn refill_slow(mut self) -> Self {
         while self.nbits <= 56 {
@@ -409,6 +425,15 @@ impl<'a> Bits<'a> {
         (self.buf >> (64 - B)) as usize
     }
 
+    /// Drops the bits of a table entry whose low 6 bits are its length (the shift masks
+    /// its count to 6 bits, so the entry's other fields need no masking off).
+    #[inline(always)]
+    fn consume_entry(&mut self, e: u32) {
+        self.buf = self.buf.wrapping_shl(e);
+        self.nbits -= e & 63;
+    }
+
+    /// Drops `n` bits.
     #[inline(always)]
     fn consume(&mut self, n: u32) {
         self.buf <<= n;
@@ -454,75 +479,126 @@ impl<'a> Bits<'a> {
     #[inline(always)]
     fn skip_ac(&mut self, t: &AcTable, mut k: u32, end: u32) -> Option<u32> {
         loop {
-            self.ensure();
-            let e = u32::from(t.skip[self.peek::<SKIP_BITS>()]);
-            let (len, advance) = (e & 31, (e >> 5) & 127);
-            if len != 0 && k + advance <= end {
-                self.consume(len);
+            // The hot loop makes no calls, so that the bit buffer stays in registers; it
+            // leaves for the slow refill, long codes, and the end of a block without EOB.
+            let mut b = *self;
+            let done = loop {
+                if b.nbits < 32 && !b.refill_fast() {
+                    break false;
+                }
+                let e = u32::from(t.skip[b.peek::<SKIP_BITS>()]);
+                let advance = (e >> 6) & 127;
+                if k + advance > end {
+                    break false;
+                }
+                b.consume_entry(e);
                 k += advance;
                 if e & SKIP_EOB != 0 || k >= end {
-                    return Some(0);
+                    break true;
                 }
+            };
+            *self = b;
+            if done {
+                return Some(0);
+            }
+            self.ensure();
+            let sym = self.symbol(&t.codes)?;
+            let (run, s) = (sym >> 4, sym & 15);
+            if s == 0 {
+                if run != 15 {
+                    return Some(self.eob_run(run));
+                }
+                k += 16;
             } else {
-                let sym = self.symbol(&t.codes)?;
-                let (run, s) = (sym >> 4, sym & 15);
-                if s == 0 {
-                    if run != 15 {
-                        return Some(self.eob_run(run));
-                    }
-                    k += 16;
-                } else {
-                    self.consume(s);
-                    k += run + 1;
-                }
-                if k >= end {
-                    return Some(0);
-                }
+                self.consume(s);
+                k += run + 1;
+            }
+            if k >= end {
+                return Some(0);
             }
         }
     }
 
     /// Decodes AC coefficients from zigzag index `k` to `end` (exclusive), keeping those of
-    /// the top-left `N`x`N` (quantized, row-major in `blk`) and skipping the rest. Returns
-    /// the end-of-band run as `skip_ac` does.
+    /// the top-left `N`x`N` (quantized, row-major, in lane `lane` of `blk`) and skipping the
+    /// rest. Returns the end-of-band run as `skip_ac` does.
     #[inline(always)]
-    fn ac<const N: usize>(
+    fn ac<const N: usize, const L: usize>(
         &mut self,
         t: &AcTable,
-        blk: &mut [i32; 17],
+        blk: &mut [[i32; L]; 17],
+        lane: usize,
         mut k: u32,
         end: u32,
     ) -> Option<u32> {
+        let lane = lane % L;
         let map = const { zigzag_map(N) };
         let last = const { last_kept(N) }.min(end - 1);
         while k <= last {
-            self.ensure();
-            let e = t.fast[self.peek::<FAST_BITS>()];
-            if e & 0xFF != 0 {
-                self.consume((e & 0xFF) as u32);
-                k += ((e >> 8) & 0xFF) as u32;
-                blk[usize::from(map[(k - 1) as usize])] = e >> 16;
-            } else {
-                let sym = self.symbol(&t.codes)?;
-                let (run, s) = (sym >> 4, sym & 15);
-                if s == 0 {
-                    if run != 15 {
-                        return Some(self.eob_run(run));
-                    }
-                    k += 16;
-                    continue;
+            // As in `skip_ac`: a call-free loop for the common case.
+            let mut b = *self;
+            while k <= last && (b.nbits >= 32 || b.refill_fast()) {
+                let e = t.fast[b.peek::<FAST_BITS>()];
+                if e & 0xFF == 0 {
+                    break;
                 }
-                k += run;
-                let v = extend(self.take(s), s);
-                blk[usize::from(map[k as usize])] = v;
-                k += 1;
+                b.consume_entry(e as u32);
+                k += ((e >> 8) & 0xFF) as u32;
+                blk[usize::from(map[(k - 1) as usize & 127])][lane] = e >> 16;
             }
+            *self = b;
+            if k > last {
+                break;
+            }
+            self.ensure();
+            let sym = self.symbol(&t.codes)?;
+            let (run, s) = (sym >> 4, sym & 15);
+            if s == 0 {
+                if run != 15 {
+                    return Some(self.eob_run(run));
+                }
+                k += 16;
+                continue;
+            }
+            k += run;
+            let v = extend(self.take(s), s);
+            blk[usize::from(map[k as usize & 127])][lane] = v;
+            k += 1;
         }
         if k < end {
             self.skip_ac(t, k, end)
         } else {
             Some(0)
         }
+    }
+
+    /// Decodes a sequential block's DC difference and skips its AC coefficients.
+    ///
+    /// This and [`Bits::block`] are the per-block entry points of the baseline scan loop.
+    /// They are not inlined: in a small function the bit buffer stays in a register, while
+    /// inlined into the scan loop it was spilled, adding a store and a load to every step.
+    #[inline(never)]
+    fn dc_block(&mut self, dc: &DcTable, ac: &AcTable) -> Option<i32> {
+        self.ensure();
+        let diff = self.dc(dc)?;
+        self.skip_ac(ac, 1, 64)?;
+        Some(diff)
+    }
+
+    /// Decodes a sequential block's DC difference, returned, and its AC coefficients,
+    /// keeping those of the top-left `N`x`N` in lane `lane` of `blk`.
+    #[inline(never)]
+    fn block<const N: usize, const L: usize>(
+        &mut self,
+        dc: &DcTable,
+        ac: &AcTable,
+        blk: &mut [[i32; L]; 17],
+        lane: usize,
+    ) -> Option<i32> {
+        self.ensure();
+        let diff = self.dc(dc)?;
+        self.ac::<N, L>(ac, blk, lane, 1, 64)?;
+        Some(diff)
     }
 
     /// Blocks after this one that an EOBn symbol also ends: 2^n - 1 plus n extra bits.
@@ -558,9 +634,10 @@ fn find_marker(data: &[u8], mut from: usize) -> Option<(u8, usize)> {
 /// The body of the length-prefixed segment whose marker is at `at`.
 fn segment(data: &[u8], at: usize) -> Option<&[u8]> {
     let len = usize::from(u16::from_be_bytes([*data.get(at + 2)?, *data.get(at + 3)?]));
-    data.get(at + 4..at + 2 + len.checked_sub(2)? + 2)
+    data.get(at + 4..(at + 2 + len).max(at + 4))
 }
 
+/// A frame component and what its scans have produced so far.
 struct Component {
     id: u8,
     h: usize,
@@ -585,6 +662,7 @@ struct Component {
     plane: Vec<u8>,
 }
 
+/// The SOF header, resolved.
 struct Frame {
     width: usize,
     height: usize,
@@ -596,6 +674,7 @@ struct Frame {
     comps: Vec<Component>,
 }
 
+/// Decoder state carried from marker to marker.
 #[derive(Default)]
 struct Decoder {
     qt: [Option<[u16; 64]>; 4],
@@ -865,20 +944,17 @@ impl Decoder {
             for s in &scan {
                 let c = &mut frame.comps[s.ci];
                 let q = c.q?;
+                let sink = Sink::new(c.n, c.bw * c.n, std::mem::take(&mut c.plane), &q);
                 ctx.push(BlockCtx {
                     dc: self.dc_tables[s.td].as_ref()?,
                     ac: self.ac_tables[s.ta].as_ref()?,
-                    q0: i32::from(q[0]),
-                    qf: idct_factors(&q, c.n),
-                    n: c.n,
-                    stride: c.bw * c.n,
-                    plane: std::mem::take(&mut c.plane),
+                    sink,
                 });
                 c.done = true;
             }
             let ok = decode_baseline(&mut bits, &geom, &scan, &mut ctx);
             for (s, c) in scan.iter().zip(ctx) {
-                frame.comps[s.ci].plane = c.plane;
+                frame.comps[s.ci].plane = c.sink.plane;
             }
             ok?;
         } else if ss == 0 {
@@ -901,19 +977,24 @@ impl Decoder {
                 .iter()
                 .map(|s| CoefTarget::take(&mut frame.comps[s.ci]))
                 .collect();
-            let ok = run_scan(&mut bits, &geom, &scan, |bits, pred, sc, bx, by| {
-                let t = &mut targets[sc];
-                let at = t.at(bx, by);
-                bits.ensure();
-                let coef = t.coefs.get_mut(at)?;
-                if ah == 0 {
+            let ok = if ah == 0 {
+                run_scan(&mut bits, &geom, &scan, |bits, pred, sc, bx, by| {
+                    let t = &mut targets[sc];
+                    let at = t.at(bx, by);
+                    bits.ensure();
                     *pred = i32::from((*pred + bits.dc(tables.get(sc)?)?) as i16);
-                    *coef = (*pred << al) as i16;
-                } else {
-                    *coef |= (bits.take(1) << al) as i16;
-                }
-                Some(())
-            });
+                    *t.coefs.get_mut(at)? = (*pred << al) as i16;
+                    Some(())
+                })
+            } else {
+                run_scan(&mut bits, &geom, &scan, |bits, _, sc, bx, by| {
+                    let t = &mut targets[sc];
+                    let at = t.at(bx, by);
+                    bits.ensure();
+                    *t.coefs.get_mut(at)? |= (bits.take(1) << al) as i16;
+                    Some(())
+                })
+            };
             for (s, t) in scan.iter().zip(targets) {
                 frame.comps[s.ci].coefs = t.coefs;
                 frame.comps[s.ci].done |= ah == 0;
@@ -945,17 +1026,17 @@ impl Decoder {
                     *eob_run -= 1;
                     return Some(());
                 }
-                let mut blk = [0i32; 17];
+                let mut blk = [[0i32; 1]; 17];
                 let run = if n == 2 {
-                    bits.ac::<2>(table, &mut blk, ss, se + 1)?
+                    bits.ac::<2, 1>(table, &mut blk, 0, ss, se + 1)?
                 } else {
-                    bits.ac::<4>(table, &mut blk, ss, se + 1)?
+                    bits.ac::<4, 1>(table, &mut blk, 0, ss, se + 1)?
                 };
                 *eob_run = run as i32;
                 let at = target.at(bx, by);
                 let coefs = target.coefs.get_mut(at..at + n * n)?;
                 for &m in &kept {
-                    coefs[m] = (blk[m] << al) as i16;
+                    coefs[m] = (blk[m][0] << al) as i16;
                 }
                 Some(())
             });
@@ -1060,27 +1141,30 @@ impl CoefTarget {
 
 /// A progressive component's samples, from the coefficients its scans left.
 fn coefs_to_plane(c: &Component) -> Option<Vec<u8>> {
-    let (n, q) = (c.n, c.q?);
-    let stride = c.bw * n;
-    let mut plane = vec![0u8; stride * c.bh * n];
-    let qf = idct_factors(&q, n);
-    for (i, coefs) in c.coefs.chunks_exact(n * n).enumerate() {
-        let (bx, by) = (i % c.bw, i / c.bw);
-        let mut blk = [0i32; 17];
-        for (b, &v) in blk.iter_mut().zip(coefs) {
-            *b = i32::from(v);
-        }
-        write_block(
-            &blk,
-            n,
-            i32::from(q[0]),
-            &qf,
-            &mut plane,
-            (by * stride + bx) * n,
-            stride,
-        )?;
+    let q = c.q?;
+    if c.n == 1 {
+        // One sample per block, in the same order as the blocks.
+        let q0 = i32::from(q[0]);
+        return Some(
+            c.coefs
+                .iter()
+                .map(|&dc| dc_pixel(i32::from(dc), q0))
+                .collect(),
+        );
     }
-    Some(plane)
+    let nn = c.n * c.n;
+    let mut sink = Sink::new(c.n, c.bw * c.n, vec![0; c.coefs.len()], &q);
+    for (by, row) in c.coefs.chunks_exact(c.bw * nn).enumerate() {
+        for (bx, coefs) in row.chunks_exact(nn).enumerate() {
+            let mut blk = [0i32; 17];
+            for (b, &v) in blk.iter_mut().zip(coefs) {
+                *b = i32::from(v);
+            }
+            sink.put(&blk, bx, by)?;
+        }
+    }
+    sink.flush()?;
+    Some(sink.plane)
 }
 
 /// After a scan's entropy data from `pos`: the next marker that is not a restart marker.
@@ -1100,6 +1184,7 @@ fn dc_pixel(dc: i32, q0: i32) -> u8 {
     ((dc * q0 + 4 + (128 << 3)) >> 3).clamp(0, 255) as u8
 }
 
+/// A scan's size in MCUs, and its restart interval in MCUs (0 for none).
 struct ScanGeom {
     mcux: usize,
     mcuy: usize,
@@ -1114,6 +1199,16 @@ fn run_scan<F>(bits: &mut Bits, g: &ScanGeom, scan: &[ScanComp], mut block: F) -
 where
     F: FnMut(&mut Bits, &mut i32, usize, usize, usize) -> Option<()>,
 {
+    // An MCU's blocks in coding order: (index in the scan, blocks per MCU across and
+    // down, offset in the MCU across and down).
+    let mut slots = Vec::with_capacity(10);
+    for (sc, s) in scan.iter().enumerate() {
+        for dy in 0..s.vs {
+            for dx in 0..s.hs {
+                slots.push((sc & 3, s.hs, s.vs, dx, dy));
+            }
+        }
+    }
     let mut state = [0i32; 4];
     let mut left = g.restart;
     let mut next_rst = 0u8;
@@ -1128,12 +1223,8 @@ where
                 }
                 left -= 1;
             }
-            for (sc, s) in scan.iter().enumerate() {
-                for dy in 0..s.vs {
-                    for dx in 0..s.hs {
-                        block(bits, &mut state[sc], sc, mx * s.hs + dx, my * s.vs + dy)?;
-                    }
-                }
+            for &(sc, hs, vs, dx, dy) in &slots {
+                block(bits, &mut state[sc], sc, mx * hs + dx, my * vs + dy)?;
             }
         }
         // Stop early on truncated data rather than decoding zeros to the end.
@@ -1161,11 +1252,7 @@ fn restart(bits: Bits, expected: u8) -> Option<Bits> {
 struct BlockCtx<'t> {
     dc: &'t DcTable,
     ac: &'t AcTable,
-    q0: i32,
-    qf: [f32; 16],
-    n: usize,
-    stride: usize,
-    plane: Vec<u8>,
+    sink: Sink,
 }
 
 /// Decodes a baseline scan, writing each block as `n`x`n` samples into its plane.
@@ -1175,121 +1262,198 @@ fn decode_baseline(
     scan: &[ScanComp],
     ctx: &mut [BlockCtx],
 ) -> Option<()> {
-    let mut local = *bits;
-    let ok = run_scan(&mut local, g, scan, |bits, pred, sc, bx, by| {
+    run_scan(bits, g, scan, |bits, pred, sc, bx, by| {
         let c = &mut ctx[sc];
-        bits.ensure();
-        *pred = i32::from((*pred + bits.dc(c.dc)?) as i16);
-        let at = (by * c.stride + bx) * c.n;
-        let mut blk = [0i32; 17];
-        blk[0] = *pred;
-        match c.n {
-            1 => {
-                bits.skip_ac(c.ac, 1, 64)?;
-                *c.plane.get_mut(at)? = dc_pixel(*pred, c.q0);
-                return Some(());
-            }
-            2 => bits.ac::<2>(c.ac, &mut blk, 1, 64)?,
-            _ => bits.ac::<4>(c.ac, &mut blk, 1, 64)?,
+        let mut add = |diff: i32| {
+            *pred = i32::from((*pred + diff) as i16);
+            *pred
         };
-        write_block(&blk, c.n, c.q0, &c.qf, &mut c.plane, at, c.stride)
-    });
-    *bits = local;
-    ok
+        match c.sink.n {
+            1 => {
+                let dc = add(bits.dc_block(c.dc, c.ac)?);
+                c.sink.put_dc(dc, bx, by)
+            }
+            2 => {
+                let mut blk = [[0i32; 1]; 17];
+                blk[0][0] = add(bits.block::<2, 1>(c.dc, c.ac, &mut blk, 0)?);
+                c.sink.put(&blk.map(|[v]| v), bx, by)
+            }
+            _ => {
+                // Straight into the IDCT batch, whose coefficients start out zero.
+                let (coefs, lane) = c.sink.lane();
+                coefs[0][lane] = add(bits.block::<4, LANES>(c.dc, c.ac, coefs, lane)?);
+                c.sink.queue(bx, by)
+            }
+        }
+    })?;
+    ctx.iter_mut().try_for_each(|c| c.sink.flush())
 }
 
-/// Writes the `n`x`n` samples of a block from its kept coefficients.
-#[inline(always)]
-fn write_block(
-    blk: &[i32; 17],
+/// A component's plane being filled block by block, and the scaled IDCT that fills it.
+///
+/// The reduction of an 8x8 block to `n`x`n` keeps its top-left `n`x`n` coefficients and
+/// applies the `n`-point IDCT with the 8-point basis weights (1/sqrt(8) for DC, 1/2 for the
+/// rest), so that DC still gives the block mean.
+struct Sink {
+    plane: Vec<u8>,
+    stride: usize,
     n: usize,
     q0: i32,
-    qf: &[f32; 16],
-    plane: &mut [u8],
-    at: usize,
-    stride: usize,
-) -> Option<()> {
-    let out = plane.get_mut(at..at + (n - 1) * stride + n)?;
-    match n {
-        1 => out[0] = dc_pixel(blk[0], q0),
-        2 => idct2(blk, qf, out, stride),
-        _ => idct4(blk, qf, out, stride),
-    }
-    Some(())
+    /// Dequantization with the IDCT's weights folded in, row-major in the `n`x`n` block.
+    q: [f32; 16],
+    /// 4x4 blocks waiting for their IDCT, which runs on [`LANES`] blocks at once.
+    batch: Box<Batch>,
 }
 
-/// Per-coefficient factors for the `n`-point scaled IDCT of the top-left `n`x`n`
-/// coefficients: an `n`-point DCT whose basis keeps the 8-point weights (1/sqrt(8) for DC,
-/// 1/2 for the rest), which is what makes it the 1/(8/n) reduction of the 8x8 block.
-fn idct_factors(q: &[u16; 64], n: usize) -> [f32; 16] {
-    let weight = |u: usize| {
-        let base = if u == 0 {
-            std::f32::consts::FRAC_1_SQRT_2 / 2.0
-        } else {
-            0.5
-        };
+/// Blocks per batched 4x4 IDCT: one per SIMD lane (two SSE registers, one AVX).
+const LANES: usize = 8;
+
+/// Kept coefficients of up to [`LANES`] blocks, coefficient-major so that the IDCT loop
+/// over blocks vectorizes (plus the spare row that decoding writes discarded ones to), and
+/// where each block goes. Zero after each flush.
+struct Batch {
+    coefs: [[i32; LANES]; 17],
+    at: [usize; LANES],
+    len: usize,
+}
+
+impl Sink {
+    fn new(n: usize, stride: usize, plane: Vec<u8>, q: &[u16; 64]) -> Sink {
+        let weight = |u: usize| if u == 0 { 0.125f32.sqrt() } else { 0.5 };
         // The 2-point kernel's only cosine, cos(pi/4), is folded in too.
-        if n == 2 && u == 1 {
-            base * std::f32::consts::FRAC_1_SQRT_2
-        } else {
-            base
+        let cos = |u: usize| {
+            if n == 2 && u > 0 {
+                std::f32::consts::FRAC_1_SQRT_2
+            } else {
+                1.0
+            }
+        };
+        let mut f = [0f32; 16];
+        for (k, &z) in ZIGZAG.iter().enumerate() {
+            let (v, u) = (usize::from(z) / 8, usize::from(z) % 8);
+            if v < n && u < n {
+                f[v * n + u] = f32::from(q[k]) * weight(u) * weight(v) * cos(u) * cos(v);
+            }
         }
-    };
-    let mut f = [0f32; 16];
-    for (k, &z) in ZIGZAG.iter().enumerate() {
-        let (row, col) = (usize::from(z) / 8, usize::from(z) % 8);
-        if row < n && col < n && n > 1 {
-            f[row * n + col] = f32::from(q[k]) * weight(row) * weight(col);
+        Sink {
+            plane,
+            stride,
+            n,
+            q0: i32::from(q[0]),
+            q: f,
+            batch: Box::new(Batch {
+                coefs: [[0; LANES]; 17],
+                at: [0; LANES],
+                len: 0,
+            }),
         }
     }
-    f
+
+    /// Writes (or queues) block (`bx`, `by`) from its kept coefficients.
+    #[inline(always)]
+    fn put(&mut self, blk: &[i32; 17], bx: usize, by: usize) -> Option<()> {
+        let (at, stride, q) = ((by * self.stride + bx) * self.n, self.stride, &self.q);
+        match self.n {
+            1 => self.put_dc(blk[0], bx, by)?,
+            2 => {
+                let out = self.plane.get_mut(at..at + stride + 2)?;
+                let a = blk[0] as f32 * q[0] + 128.0;
+                let (b, c, d) = (
+                    blk[1] as f32 * q[1],
+                    blk[2] as f32 * q[2],
+                    blk[3] as f32 * q[3],
+                );
+                let (top, bottom) = ([a + c, b + d], [a - c, b - d]);
+                out[0] = to_u8(top[0] + top[1]) as u8;
+                out[1] = to_u8(top[0] - top[1]) as u8;
+                out[stride] = to_u8(bottom[0] + bottom[1]) as u8;
+                out[stride + 1] = to_u8(bottom[0] - bottom[1]) as u8;
+            }
+            _ => {
+                let (coefs, lane) = self.lane();
+                for (lanes, &v) in coefs.iter_mut().zip(blk) {
+                    lanes[lane] = v;
+                }
+                self.queue(bx, by)?;
+            }
+        }
+        Some(())
+    }
+
+    /// Writes the sample of a 1x1 block from its DC coefficient.
+    #[inline(always)]
+    fn put_dc(&mut self, dc: i32, bx: usize, by: usize) -> Option<()> {
+        *self.plane.get_mut(by * self.stride + bx)? = dc_pixel(dc, self.q0);
+        Some(())
+    }
+
+    /// The batch's coefficients and the lane of the next 4x4 block.
+    #[inline(always)]
+    fn lane(&mut self) -> (&mut [[i32; LANES]; 17], usize) {
+        (&mut self.batch.coefs, self.batch.len % LANES)
+    }
+
+    /// Queues block (`bx`, `by`), whose coefficients are in its lane, for the 4x4 IDCT.
+    #[inline(always)]
+    fn queue(&mut self, bx: usize, by: usize) -> Option<()> {
+        let batch = &mut self.batch;
+        batch.at[batch.len % LANES] = (by * self.stride + bx) * self.n;
+        batch.len += 1;
+        if batch.len == LANES {
+            self.flush()?;
+        }
+        Some(())
+    }
+
+    /// Runs the 4x4 IDCT on the queued blocks.
+    fn flush(&mut self) -> Option<()> {
+        let (batch, q) = (&mut self.batch, &self.q);
+        // Each block's 4 rows of 4 samples, packed in a u32 each.
+        let mut rows = [[0u32; LANES]; 4];
+        // One block per iteration: the loop vectorizes across blocks.
+        for l in 0..LANES {
+            let mut f = [0f32; 16];
+            for (i, f) in f.iter_mut().enumerate() {
+                *f = batch.coefs[i][l] as f32 * q[i];
+            }
+            f[0] += 128.0;
+            for c in 0..4 {
+                [f[c], f[4 + c], f[8 + c], f[12 + c]] = idct4(f[c], f[4 + c], f[8 + c], f[12 + c]);
+            }
+            for (r, words) in rows.iter_mut().enumerate() {
+                let o = idct4(f[4 * r], f[4 * r + 1], f[4 * r + 2], f[4 * r + 3]);
+                words[l] = to_u8(o[0]) | to_u8(o[1]) << 8 | to_u8(o[2]) << 16 | to_u8(o[3]) << 24;
+            }
+        }
+        let stride = self.stride;
+        for (l, &at) in batch.at[..batch.len].iter().enumerate() {
+            let out = self.plane.get_mut(at..at + 3 * stride + 4)?;
+            for (y, words) in rows.iter().enumerate() {
+                out[y * stride..][..4].copy_from_slice(&words[l].to_le_bytes());
+            }
+        }
+        batch.len = 0;
+        batch.coefs = [[0; LANES]; 17];
+        Some(())
+    }
 }
 
-/// Level shift plus the 0.5 that turns the final truncation into rounding.
-const BIAS: f32 = 128.5;
-
-fn idct2(blk: &[i32; 17], qf: &[f32; 16], out: &mut [u8], stride: usize) {
-    let a = blk[0] as f32 * qf[0] + BIAS;
-    let b = blk[1] as f32 * qf[1];
-    let c = blk[2] as f32 * qf[2];
-    let d = blk[3] as f32 * qf[3];
-    let (top0, top1) = (a + c, b + d);
-    let (bot0, bot1) = (a - c, b - d);
-    out[0] = (top0 + top1) as u8;
-    out[1] = (top0 - top1) as u8;
-    out[stride] = (bot0 + bot1) as u8;
-    out[stride + 1] = (bot0 - bot1) as u8;
-}
-
-fn idct4(blk: &[i32; 17], qf: &[f32; 16], out: &mut [u8], stride: usize) {
+/// The 4-point IDCT (weights already applied to the inputs).
+#[inline(always)]
+fn idct4(f0: f32, f1: f32, f2: f32, f3: f32) -> [f32; 4] {
     const C1: f32 = 0.923_879_5; // cos(pi/8)
     const C3: f32 = 0.382_683_43; // cos(3pi/8)
     const C4: f32 = std::f32::consts::FRAC_1_SQRT_2;
-    let mut t = [0f32; 16];
-    for ((t, &b), &q) in t.iter_mut().zip(blk).zip(qf) {
-        *t = b as f32 * q;
-    }
-    t[0] += BIAS;
-    // Columns, then rows.
-    for c in 0..4 {
-        let (f0, f1, f2, f3) = (t[c], t[4 + c], t[8 + c], t[12 + c]);
-        let (e0, e1) = (f0 + f2 * C4, f0 - f2 * C4);
-        let (o0, o1) = (f1 * C1 + f3 * C3, f1 * C3 - f3 * C1);
-        t[c] = e0 + o0;
-        t[4 + c] = e1 + o1;
-        t[8 + c] = e1 - o1;
-        t[12 + c] = e0 - o0;
-    }
-    for (r, row) in t.chunks_exact(4).enumerate() {
-        let (f0, f1, f2, f3) = (row[0], row[1], row[2], row[3]);
-        let (e0, e1) = (f0 + f2 * C4, f0 - f2 * C4);
-        let (o0, o1) = (f1 * C1 + f3 * C3, f1 * C3 - f3 * C1);
-        let o = &mut out[r * stride..r * stride + 4];
-        o[0] = (e0 + o0) as u8;
-        o[1] = (e1 + o1) as u8;
-        o[2] = (e1 - o1) as u8;
-        o[3] = (e0 - o0) as u8;
-    }
+    let (e0, e1) = (f0 + f2 * C4, f0 - f2 * C4);
+    let (o0, o1) = (f1 * C1 + f3 * C3, f1 * C3 - f3 * C1);
+    [e0 + o0, e1 + o1, e1 - o1, e0 - o0]
+}
+
+/// Rounds and saturates a sample to 0..=255: adding 2^23 leaves the rounded integer in the
+/// low mantissa bits, which unlike a float-to-int cast vectorizes well.
+#[inline(always)]
+fn to_u8(v: f32) -> u32 {
+    (v.clamp(0.0, 255.0) + 8_388_608.0).to_bits() & 0xFF
 }
 
 /// One component's plane, read out a row at a time at output resolution.
@@ -1310,52 +1474,61 @@ impl RowSource<'_> {
     fn row<'s>(&'s self, y: usize, ow: usize, tmp: &'s mut Vec<u8>) -> Option<&'s [u8]> {
         let line = |r: usize| self.plane.get(r * self.stride..r * self.stride + self.cw);
         if self.rh == 1 && self.rv == 1 {
-            return line(y).and_then(|l| l.get(..ow));
+            return line(y)?.get(..ow);
         }
-        tmp.clear();
-        let cy = y / self.rv;
+        let (cw, cy) = (self.cw, y / self.rv);
         let cur = line(cy.min(self.ch - 1))?;
-        let last = self.cw - 1;
+        // The row the vertical filter blends in: the one above for even output rows, below
+        // for odd ones.
+        let near = line(if y.is_multiple_of(2) {
+            cy.saturating_sub(1)
+        } else {
+            (cy + 1).min(self.ch - 1)
+        })?;
+        tmp.resize(ow.max(2 * cw), 0);
+        let out = &mut tmp[..];
+        // Each adjacent input pair (a, b) gives the output right of a and the one left of b.
+        let (first, rest) = out.split_first_mut()?;
+        let (pairs, tail) = rest.split_at_mut(2 * cw - 2);
+        let last = tail.first_mut()?;
         match (self.rh, self.rv) {
             (2, 2) => {
-                let near = line(if y.is_multiple_of(2) {
-                    cy.saturating_sub(1)
-                } else {
-                    (cy + 1).min(self.ch - 1)
-                })?;
-                let col = |x: usize| 3 * u32::from(cur[x]) + u32::from(near[x]);
-                for x in 0..self.cw {
-                    let this = 3 * col(x);
-                    tmp.push(((this + col(x.saturating_sub(1)) + 8) >> 4) as u8);
-                    tmp.push(((this + col((x + 1).min(last)) + 7) >> 4) as u8);
+                let sum = |x: usize| 3 * u16::from(cur[x]) + u16::from(near[x]);
+                *first = ((4 * sum(0) + 8) >> 4) as u8;
+                *last = ((4 * sum(cw - 1) + 7) >> 4) as u8;
+                for (x, o) in pairs.chunks_exact_mut(2).enumerate() {
+                    let (a, b) = (sum(x), sum(x + 1));
+                    o[0] = ((3 * a + b + 7) >> 4) as u8;
+                    o[1] = ((3 * b + a + 8) >> 4) as u8;
                 }
             }
             (2, 1) => {
-                for x in 0..self.cw {
-                    let this = 3 * u32::from(cur[x]);
-                    tmp.push(((this + u32::from(cur[x.saturating_sub(1)]) + 1) >> 2) as u8);
-                    tmp.push(((this + u32::from(cur[(x + 1).min(last)]) + 2) >> 2) as u8);
+                *first = cur[0];
+                *last = cur[cw - 1];
+                for (o, ab) in pairs.chunks_exact_mut(2).zip(cur.windows(2)) {
+                    let (a, b) = (u16::from(ab[0]), u16::from(ab[1]));
+                    o[0] = ((3 * a + b + 2) >> 2) as u8;
+                    o[1] = ((3 * b + a + 1) >> 2) as u8;
                 }
             }
             (1, 2) => {
-                let (near, bias) = if y.is_multiple_of(2) {
-                    (line(cy.saturating_sub(1))?, 1)
-                } else {
-                    (line((cy + 1).min(self.ch - 1))?, 2)
-                };
-                tmp.extend(
-                    cur.iter()
-                        .zip(near)
-                        .map(|(&c, &n)| ((3 * u32::from(c) + u32::from(n) + bias) >> 2) as u8),
-                );
+                let bias = if y.is_multiple_of(2) { 1 } else { 2 };
+                for ((o, &c), &n) in out.iter_mut().zip(cur).zip(near) {
+                    *o = ((3 * u16::from(c) + u16::from(n) + bias) >> 2) as u8;
+                }
             }
-            _ => tmp.extend((0..ow).map(|x| cur[(x / self.rh).min(last)])),
+            (rh, _) => {
+                for (x, o) in out[..ow].iter_mut().enumerate() {
+                    *o = cur[(x / rh).min(cw - 1)];
+                }
+            }
         }
         tmp.get(..ow)
     }
 }
 
 /// JFIF YCbCr to RGB with libjpeg's 16-bit fixed-point coefficients and rounding.
+/// (Scalar: on SSE2, interleaving the bytes costs more than vectorizing saves.)
 fn ycc_to_rgb(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) {
     for (((o, &y), &cb), &cr) in out.chunks_exact_mut(3).zip(y).zip(cb).zip(cr) {
         let (y, cb, cr) = (i32::from(y), i32::from(cb) - 128, i32::from(cr) - 128);
@@ -1491,7 +1664,8 @@ mod tests {
                 );
                 let db = psnr(&got.pixels, &box_average(&full, w, h, ch, d));
                 let fine = head.components == 1 || name.contains("444") || name.starts_with("odd");
-                let min = if fine { 35.0 } else { 30.0 };
+                // Measured: 35.8 dB at the lowest (4:2:2 at 1/8), 45 and up for the fine ones.
+                let min = if fine { 40.0 } else { 35.0 };
                 eprintln!("{name} 1/{denom}: {db:.1} dB");
                 assert!(db >= min, "{name} 1/{denom}: {db:.1} dB < {min}");
             }
@@ -1568,22 +1742,46 @@ mod tests {
         }
     }
 
+    /// Byte ranges of the segments that steer decoding: tables, frame, scan headers.
+    fn header_segments(data: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let mut ranges = Vec::new();
+        let mut pos = 2;
+        while let Some((marker, at)) = find_marker(data, pos) {
+            let Some(body) = segment(data, at) else { break };
+            pos = at + 4 + body.len();
+            if matches!(marker, 0xC0..=0xC2 | 0xC4 | 0xDA | 0xDB | 0xDD) {
+                ranges.push(at..pos);
+            }
+            if marker == 0xDA {
+                // Skip to the marker after the scan's data (restart markers are part of it).
+                let Some((_, next)) = find_marker_after_scan(data, pos) else {
+                    break;
+                };
+                pos = next;
+            }
+        }
+        ranges
+    }
+
     #[test]
     fn flipped_bytes_never_panic() {
-        for &(_, data) in GOOD {
+        for &(name, data) in GOOD {
+            let headers: Vec<usize> = header_segments(data).into_iter().flatten().collect();
+            assert!(headers.len() > 100, "{name}: headers found");
+            // Every header byte (a sample of them in the EXIF fixtures, whose tables are
+            // baseline_420's), and a spread through everything else.
+            let every = if name.starts_with("exif") { 5 } else { 1 };
+            let offsets = headers
+                .into_iter()
+                .step_by(every)
+                .chain((0..data.len()).step_by(131));
             let mut copy = data.to_vec();
-            // Every byte of the headers, then a spread through the entropy data.
-            let offsets = (0..copy.len().min(700)).chain((700..copy.len()).step_by(97));
             for (i, at) in offsets.enumerate() {
-                let (old, denom) = (copy[at], [2u8, 4, 8][i % 3]);
-                for flip in [0xFF, 0x80, 0x01] {
-                    copy[at] = old ^ flip;
-                    if let Some(got) = decode_scaled(&copy, denom, 1 << 24) {
-                        assert_eq!(
-                            got.pixels.len(),
-                            (got.width * got.height) as usize * usize::from(got.channels)
-                        );
-                    }
+                let old = copy[at];
+                copy[at] = old ^ [0xFF, 0x80, 0x01, 0x10][i % 4];
+                if let Some(got) = decode_scaled(&copy, [8u8, 4, 2][i % 3], 1 << 24) {
+                    let len = (got.width * got.height) as usize * usize::from(got.channels);
+                    assert_eq!(got.pixels.len(), len);
                 }
                 copy[at] = old;
             }
