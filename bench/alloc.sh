@@ -24,22 +24,26 @@ results="$out/results.md"
 {
   echo "# qp resize, static musl build: jemalloc vs musl malloc"
   echo
-  echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $runs runs each, $(date -u +%F)."
-  echo "small: $(ls bench/corpus/small | wc -l) images; photos: $(ls bench/corpus/photos | wc -l) images."
+  echo "$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "$runs runs each after a warm-up, $(date -u +%F). small: $(ls bench/corpus/small | wc -l) images; photos: $(ls bench/corpus/photos | wc -l) images."
+  echo "CPU time (user + sys) is less disturbed than wall time by other work on the machine."
+  echo
+  echo "| corpus | jobs | allocator | wall, mean ± σ | CPU (user + sys) |"
+  echo "|---|---|---|---|---|"
 } > "$results"
 
 for corpus in small photos; do
   for jobs in 1 2; do
-    table="$out/$corpus-j$jobs.md"
+    json="$out/$corpus-j$jobs.json"
     # env -i: no QP_* setting from the caller's shell changes what is measured.
     hyperfine --style basic --warmup 1 --runs "$runs" \
       --prepare "rm -rf $out/resized" \
-      --export-markdown "$table" \
-      -n "jemalloc, $corpus, --jobs $jobs" \
-      "env -i $out/qp-jemalloc resize bench/corpus/$corpus --out $out/resized --jobs $jobs" \
-      -n "musl malloc, $corpus, --jobs $jobs" \
-      "env -i $out/qp-musl-malloc resize bench/corpus/$corpus --out $out/resized --jobs $jobs"
-    { echo; cat "$table"; } >> "$results"
+      --export-json "$json" \
+      -n jemalloc "env -i $out/qp-jemalloc resize bench/corpus/$corpus --out $out/resized --jobs $jobs" \
+      -n "musl malloc" "env -i $out/qp-musl-malloc resize bench/corpus/$corpus --out $out/resized --jobs $jobs"
+    jq -r --arg corpus "$corpus" --arg jobs "$jobs" '.results[] |
+      "| \($corpus) | \($jobs) | \(.command) | \(.mean * 100 | round / 100) s ± \(.stddev * 100 | round / 100) | \((.user + .system) * 100 | round / 100) s |"' \
+      "$json" >> "$results"
   done
 done
 rm -rf "$out/resized"
