@@ -237,7 +237,7 @@ pub struct ScaleArgs {
 
     /// Environment of the launched worker containers (overrides): NAME=VALUE,NAME=VALUE, or a
     /// JSON object {"NAME":"VALUE"} when a value contains a comma.
-    #[arg(long, env = "QP_TASK_ENV", value_name = "VARS")]
+    #[arg(long, env = "QP_TASK_ENV", value_name = "VARS", hide_env_values = true)]
     pub task_env: Option<String>,
 
     /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal) [default:

@@ -226,6 +226,12 @@ fn serve(stream: TcpStream, shared: &(Mutex<State>, Condvar)) -> io::Result<()> 
         } else {
             write_response(&mut writer, 404, &[], b"")?;
         }
+        if req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        {
+            return Ok(());
+        }
     }
     Ok(())
 }

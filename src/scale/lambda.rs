@@ -5,7 +5,7 @@
 //! `lambda_runtime` only reports its own init failures), an AWS error or a tick that launched
 //! nothing when it had to is an invocation error carrying the message.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,9 +86,10 @@ pub fn report_init_error(api: &str, e: &ConfigError) {
         let mut stream = TcpStream::connect(api)?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.write_all(request.as_bytes())?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        Ok(response.lines().next().unwrap_or_default().to_owned())
+        // The status line is all we need; the body does not matter.
+        let mut status = String::new();
+        BufReader::new(stream).read_line(&mut status)?;
+        Ok(status.trim_end().to_owned())
     };
     match post() {
         Ok(status) if status.contains(" 202 ") || status.contains(" 200 ") => {}
