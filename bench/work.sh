@@ -94,6 +94,6 @@ print("| worker | images/s | CPU s / 1000 images | peak RSS MB |")
 print("|---|---:|---:|---:|")
 for name, r, c, m in rows:
     print(f"| {name} | {r:.1f} | {c:.2f} | {m:.1f} |")
-print(f"| ratio python/qp | {rows[1][1]/rows[0][1]:.2f}x | {rows[1][2]/rows[0][2]:.1f}x | {rows[1][3]/rows[0][3]:.1f}x |")
+print(f"| qp advantage | {rows[0][1]/rows[1][1]:.1f}x faster | {rows[1][2]/rows[0][2]:.1f}x less CPU | {rows[1][3]/rows[0][3]:.1f}x less memory |")
 PY
 rm -rf "$log_dir"
