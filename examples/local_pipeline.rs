@@ -31,7 +31,9 @@ fn main() -> ExitCode {
             ("--copies", Some(n)) => copies = n as usize,
             ("--tick-secs", Some(n)) => tick = n,
             _ => {
-                eprintln!("usage: local-pipeline [--copies N (default 50)] [--tick-secs S (default 3)]");
+                eprintln!(
+                    "usage: local-pipeline [--copies N (default 50)] [--tick-secs S (default 3)]"
+                );
                 return ExitCode::from(2);
             }
         }
@@ -84,5 +86,9 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64(),
         if ok { "OK" } else { "FAILED" }
     );
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -44,7 +44,10 @@ fn stderr_of(child: &mut Child) -> String {
 fn wait_for_outputs(cloud: &Cloud, n: usize, limit: Duration) {
     let started = Instant::now();
     while cloud.outputs().len() < n {
-        assert!(started.elapsed() < limit, "fewer than {n} outputs after {limit:?}");
+        assert!(
+            started.elapsed() < limit,
+            "fewer than {n} outputs after {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -103,7 +106,10 @@ fn sigterm_mid_batch_exits_in_time_and_releases_unstarted_messages() {
     assert!(took <= Duration::from_secs(grace), "took {took:?}");
     // Released at once: nothing is left invisible behind the 120 s timeout.
     let (visible, in_flight) = cloud.depth();
-    assert_eq!(in_flight, 0, "messages still invisible after the shutdown: {log}");
+    assert_eq!(
+        in_flight, 0,
+        "messages still invisible after the shutdown: {log}"
+    );
     let done = cloud.outputs().len();
     let mut next = spawn(cloud.worker_command(&[]));
     let (status, _) = wait(&mut next, Duration::from_secs(180));
@@ -185,7 +191,11 @@ fn the_endpoint_failing_for_a_while_loses_nothing() {
     let mut relaunches = 0;
     while cloud.depth() != (0, 0) {
         relaunches += 1;
-        assert!(relaunches <= 4, "the queue never drained: {:?}", cloud.depth());
+        assert!(
+            relaunches <= 4,
+            "the queue never drained: {:?}",
+            cloud.depth()
+        );
         let mut next = worker();
         let (status, _) = wait(&mut next, Duration::from_secs(240));
         assert!(status.success(), "{}", stderr_of(&mut next));
@@ -204,7 +214,10 @@ fn the_endpoint_failing_for_a_while_loses_nothing() {
         let name = key.rsplit('/').next().unwrap();
         let source = std::fs::read(root.join("samples").join(name)).unwrap();
         let clean = qp::image::process(&source, &spec).unwrap();
-        assert!(clean[0].jpeg == *bytes, "{key} differs from a clean conversion");
+        assert!(
+            clean[0].jpeg == *bytes,
+            "{key} differs from a clean conversion"
+        );
     }
     eprintln!("fault drill: {:?}, {relaunches} relaunches", proxy.stats);
 }
@@ -266,7 +279,10 @@ fn the_same_notification_twice_gives_the_same_output_and_no_error() {
     let log = stderr_of(&mut worker);
     assert!(status.success(), "{log}");
     assert_all_done(&cloud, &uploads, true);
-    assert!(cloud.dlq().is_empty(), "a duplicate delivery was treated as a failure");
+    assert!(
+        cloud.dlq().is_empty(),
+        "a duplicate delivery was treated as a failure"
+    );
     assert_eq!(cloud.outputs().len(), uploads.good.len());
 }
 
@@ -278,9 +294,17 @@ fn the_scaler_invoked_twice_for_one_event_launches_once() {
     let first = lambda.invoke("5b1c6d2e-duplicate-delivery");
     let launched = cloud.running_tasks().len();
     assert!(first["launch"].as_u64().unwrap() > 0, "{first}");
-    assert_eq!(launched as u64, first["launched"]["total"].as_u64().unwrap(), "{first}");
+    assert_eq!(
+        launched as u64,
+        first["launched"]["total"].as_u64().unwrap(),
+        "{first}"
+    );
     let second = lambda.invoke("5b1c6d2e-duplicate-delivery");
-    assert_eq!(cloud.running_tasks().len(), launched, "second delivery launched: {second}");
+    assert_eq!(
+        cloud.running_tasks().len(),
+        launched,
+        "second delivery launched: {second}"
+    );
 }
 
 /// The whole loop the cloud runs, small: scaler ticks, workers for launched tasks, drained,
@@ -299,7 +323,11 @@ fn the_local_pipeline_drains_everything() {
         Duration::from_secs(300),
         |_, _, _, _| {},
     );
-    assert!(fargate.failed_workers().is_empty(), "{:?}", fargate.failed_workers());
+    assert!(
+        fargate.failed_workers().is_empty(),
+        "{:?}",
+        fargate.failed_workers()
+    );
     assert_all_done(&cloud, &uploads, true);
     assert!(report.launched >= 1);
     assert_eq!(report.last_launch, 0);

@@ -83,7 +83,8 @@ async fn fail(mut client: TcpStream, n: usize, stats: &FaultStats) {
     if n % 2 == 1 {
         let mut buf = [0u8; 4096];
         let _ = client.read(&mut buf).await;
-        let body = "<Error><Code>ServiceUnavailable</Code><Message>injected fault</Message></Error>";
+        let body =
+            "<Error><Code>ServiceUnavailable</Code><Message>injected fault</Message></Error>";
         let response = format!(
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",

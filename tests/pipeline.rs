@@ -12,12 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, DesiredStatus, KeyValuePair, LogConfiguration,
-    LogDriver, NetworkMode,
+    Compatibility, ContainerDefinition, DesiredStatus, KeyValuePair, LogConfiguration, LogDriver,
+    NetworkMode,
 };
-use aws_sdk_s3::types::{
-    Event, NotificationConfiguration, QueueConfiguration,
-};
+use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
@@ -82,10 +80,14 @@ impl Cloud {
             .enable_all()
             .build()
             .unwrap();
-        let (s3, sqs, ecs) = rt.block_on(async { (moto.s3().await, moto.sqs().await, moto.ecs().await) });
+        let (s3, sqs, ecs) =
+            rt.block_on(async { (moto.s3().await, moto.sqs().await, moto.ecs().await) });
 
         let vpc = xml_value(
-            &ec2(&moto, &[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/16")]),
+            &ec2(
+                &moto,
+                &[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/16")],
+            ),
             "vpcId",
         );
         ec2(
@@ -257,7 +259,10 @@ impl Cloud {
             ("QP_DEST_BUCKET".into(), DEST.into()),
             ("QP_DEST_PREFIX".into(), PREFIX.into()),
             ("QP_SIZES".into(), "224x224".into()),
-            ("QP_IDLE_TIMEOUT_SECS".into(), self.options.idle_timeout.to_string()),
+            (
+                "QP_IDLE_TIMEOUT_SECS".into(),
+                self.options.idle_timeout.to_string(),
+            ),
             ("QP_SHUTDOWN_GRACE_SECS".into(), "20".into()),
             ("QP_LOG_FORMAT".into(), "json".into()),
             ("QP_S3_FORCE_PATH_STYLE".into(), "true".into()),
@@ -278,7 +283,10 @@ impl Cloud {
             ("QP_CONTAINER_NAME".into(), CONTAINER.into()),
             ("QP_SUBNETS".into(), self.subnets.join(",")),
             ("QP_SECURITY_GROUPS".into(), self.security_group.clone()),
-            ("QP_CAPACITY".into(), "FARGATE:1:base=1,FARGATE_SPOT:4".into()),
+            (
+                "QP_CAPACITY".into(),
+                "FARGATE:1:base=1,FARGATE_SPOT:4".into(),
+            ),
             ("QP_MAX_TASKS".into(), max_tasks.to_string()),
             ("QP_MESSAGES_PER_TASK".into(), messages_per_task.to_string()),
             ("QP_TASK_ENV".into(), "QP_LOG_FORMAT=json".into()),
@@ -325,9 +333,8 @@ impl Cloud {
                 .unwrap()
                 .attributes
                 .unwrap_or_default();
-            let get = |k: QueueAttributeName| {
-                attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0)
-            };
+            let get =
+                |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
             (
                 get(QueueAttributeName::ApproximateNumberOfMessages),
                 get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
@@ -439,7 +446,11 @@ impl Cloud {
             out.tasks
                 .unwrap_or_default()
                 .into_iter()
-                .flat_map(|t| t.overrides.and_then(|o| o.container_overrides).unwrap_or_default())
+                .flat_map(|t| {
+                    t.overrides
+                        .and_then(|o| o.container_overrides)
+                        .unwrap_or_default()
+                })
                 .filter(|c| c.name.as_deref() == Some(CONTAINER))
                 .flat_map(|c| c.environment.unwrap_or_default())
                 .filter_map(|kv| Some((kv.name?, kv.value?)))
@@ -554,10 +565,18 @@ pub fn verify(cloud: &Cloud, uploads: &Uploads, need_reason: bool) -> Verdict {
     v.in_dlq = dlq.len();
     let dlq_keys: Vec<(String, bool)> = dlq
         .iter()
-        .map(|(body, attrs)| (decoded_keys(body).join(","), attrs.keys().any(|k| k.contains("reason"))))
+        .map(|(body, attrs)| {
+            (
+                decoded_keys(body).join(","),
+                attrs.keys().any(|k| k.contains("reason")),
+            )
+        })
         .collect();
     for key in &uploads.bad {
-        match dlq_keys.iter().find(|(keys, _)| keys.split(',').any(|k| k == key)) {
+        match dlq_keys
+            .iter()
+            .find(|(keys, _)| keys.split(',').any(|k| k == key))
+        {
             None => v.bad_not_in_dlq.push(key.clone()),
             Some((_, has_reason)) if need_reason && !has_reason => {
                 v.dlq_without_reason.push(key.clone())
@@ -685,7 +704,10 @@ impl Fargate {
                 continue;
             }
             let overrides = cloud.task_overrides(&arn);
-            let log = self.log_dir.path().join(format!("worker-{}.log", self.workers.len()));
+            let log = self
+                .log_dir
+                .path()
+                .join(format!("worker-{}.log", self.workers.len()));
             let file = std::fs::File::create(&log).unwrap();
             let child = cloud
                 .worker_command(&overrides)
@@ -724,7 +746,14 @@ impl Fargate {
         self.workers
             .iter()
             .filter(|w| w.exit.is_some_and(|s| !s.success()))
-            .map(|w| format!("{} ({:?}): {}", w.task, w.exit, std::fs::read_to_string(&w.log).unwrap_or_default()))
+            .map(|w| {
+                format!(
+                    "{} ({:?}): {}",
+                    w.task,
+                    w.exit,
+                    std::fs::read_to_string(&w.log).unwrap_or_default()
+                )
+            })
             .collect()
     }
 }
@@ -760,7 +789,10 @@ pub fn run_until_drained(
     let started = Instant::now();
     let mut report = RunReport::default();
     loop {
-        assert!(started.elapsed() < deadline, "the pipeline did not drain in {deadline:?}");
+        assert!(
+            started.elapsed() < deadline,
+            "the pipeline did not drain in {deadline:?}"
+        );
         report.ticks += 1;
         let tick = lambda.invoke(&format!("local-tick-{}", report.ticks));
         fargate.start_new_tasks(cloud);

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# qp resize against its peers, on two corpora built by bench/corpus.sh, 1 thread and all threads.
+#   photos: the distinct Debian wallpapers (up to 5120x2880); small: ~500 px crops (ImageNet-like)
+# Peers, measured in the same run: Pillow Image.thumbnail((224,224)) + save (the original worker's
+# path; Pillow decodes at 1/2..1/8 scale through libjpeg-turbo's draft), vipsthumbnail, and
+# djpeg -scale 1/8 (decode only: the floor). qp runs --mode fit, the same geometry as thumbnail.
+# Needs: a release build (this script builds it), hyperfine, libvips-tools, libjpeg-turbo-progs,
+# Pillow (scripts/setup installs all). Run by hand: bench/resize.sh [runs]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+runs="${1:-5}"
+python="${QP_PYTHON:-${QP_VENV:-$HOME/.cache/qp-venv}/bin/python}"
+[ -x "$python" ] || python=python3
+"$here/corpus.sh"
+(cd "$root" && cargo build --release --quiet)
+qp="${QP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/qp}"
+cpus=$(nproc)
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+
+# mean seconds of a command over $runs runs (one warm-up)
+measure() {
+  hyperfine --style none --warmup 1 --runs "$runs" --export-json "$work/h.json" \
+    --prepare "rm -rf $work/out" "$1" >/dev/null 2>&1 || { echo "FAILED: $1" >&2; return 1; }
+  "$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["mean"])' "$work/h.json"
+}
+
+printf '%-7s %-3s %-15s %9s %9s %10s\n' corpus thr tool seconds images/s "qp/tool"
+for corpus in photos small; do
+  dir="$here/corpus/$corpus"
+  n=$(ls "$dir" | wc -l)
+  for jobs in 1 "$cpus"; do
+    declare -A t=()
+    t[qp]=$(measure "$qp resize --mode fit --size 224x224 --jobs $jobs --out $work/out $dir")
+    t[pillow]=$(measure "$python $here/pillow_thumbnail.py $jobs $work/out $dir/*.jpg")
+    t[vipsthumbnail]=$(measure "mkdir -p $work/out && ls $dir/*.jpg | VIPS_CONCURRENCY=1 xargs -P $jobs -n 16 vipsthumbnail -s 224x224 -o $work/out/%s.jpg[Q=90]")
+    t[djpeg-1/8]=$(measure "ls $dir/*.jpg | xargs -P $jobs -n 1 djpeg -scale 1/8 -outfile /dev/null")
+    for tool in qp pillow vipsthumbnail djpeg-1/8; do
+      awk -v c="$corpus" -v j="$jobs" -v tool="$tool" -v s="${t[$tool]}" -v q="${t[qp]}" -v n="$n" \
+        'BEGIN { printf "%-7s %-3s %-15s %9.3f %9.1f %10.2f\n", c, j, tool, s, n / s, q / s }'
+    done
+    eval "t_${corpus}_${jobs}=${t[qp]}"
+  done
+done
+echo
+awk -v p1="$t_photos_1" -v p2="$(eval echo \$t_photos_$cpus)" -v s1="$t_small_1" -v s2="$(eval echo \$t_small_$cpus)" -v c="$cpus" \
+  'BEGIN { printf "qp scaling 1 -> %d threads: photos %.2fx, small %.2fx (goal >= 1.8x)\n", c, p1 / p2, s1 / s2 }'

@@ -1,0 +1,34 @@
+//! Fuzzes the whole image core (sniff, header, the reduced-scale decoder, zune-jpeg, orientation,
+//! resize, encode) and the reduced-scale decoder on its own. A panic is a crash here: the fuzz
+//! build aborts on panic, so `process`'s catch_unwind safety net hides nothing.
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../../src/image/mod.rs"]
+mod image;
+
+use image::{Mode, ResizeSpec, Size};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    // The first byte picks the geometry, so the fuzzer explores every mode and decode scale.
+    let Some((&knob, jpeg)) = data.split_first() else {
+        return;
+    };
+    let mode = [Mode::Fill, Mode::Fit, Mode::Pad][usize::from(knob % 3)];
+    let side = [1u32, 7, 32, 224][usize::from((knob >> 2) % 4)];
+    let spec = ResizeSpec {
+        sizes: vec![Size {
+            width: side,
+            height: side.max(1 + u32::from(knob >> 4)),
+        }],
+        mode,
+        quality: 75,
+        // Small enough that hostile headers cannot make a run slow or exhaust memory.
+        max_pixels: 4_000_000,
+    };
+    let _ = image::process(jpeg, &spec);
+    for denom in [2, 4, 8] {
+        let _ = image::scaled::decode_scaled(jpeg, denom, 4_000_000);
+    }
+});
