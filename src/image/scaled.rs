@@ -150,6 +150,7 @@ struct Codes {
 
 impl Codes {
     /// Checks the table is a prefix code and builds the decoder; `None` if it is not.
+    #[allow(clippy::type_complexity)]
     fn new(spec: &HuffSpec, max_symbol: u8) -> Option<(Codes, Vec<(u16, u32, u8)>)> {
         let mut codes = Vec::with_capacity(spec.symbols.len());
         let mut maxcode = [-1i32; 17];
@@ -1317,7 +1318,7 @@ impl RowSource<'_> {
         let last = self.cw - 1;
         match (self.rh, self.rv) {
             (2, 2) => {
-                let near = line(if y % 2 == 0 {
+                let near = line(if y.is_multiple_of(2) {
                     cy.saturating_sub(1)
                 } else {
                     (cy + 1).min(self.ch - 1)
@@ -1337,7 +1338,7 @@ impl RowSource<'_> {
                 }
             }
             (1, 2) => {
-                let (near, bias) = if y % 2 == 0 {
+                let (near, bias) = if y.is_multiple_of(2) {
                     (line(cy.saturating_sub(1))?, 1)
                 } else {
                     (line((cy + 1).min(self.ch - 1))?, 2)
