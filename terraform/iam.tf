@@ -161,6 +161,13 @@ data "aws_iam_policy_document" "scaler" {
     }
   }
   statement {
+    # The scaler reads its own tasks' qp:event-id tags so a repeated delivery of one scheduled
+    # event launches nothing; scoped to this cluster's tasks.
+    sid       = "ReadWorkerTasks"
+    actions   = ["ecs:DescribeTasks"]
+    resources = ["arn:${local.partition}:ecs:${var.region}:${local.account}:task/${aws_ecs_cluster.this.name}/*"]
+  }
+  statement {
     sid       = "PassWorkerRoles"
     actions   = ["iam:PassRole"]
     resources = [aws_iam_role.execution.arn, aws_iam_role.task.arn]
