@@ -4,12 +4,12 @@
 use std::future::Future;
 
 use anyhow::Context;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
     DesiredStatus, KeyValuePair, NetworkConfiguration, Tag, TaskField, TaskOverride,
 };
-use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::error::display::DisplayErrorContext;
 
 use crate::config::scale::CapacityItem;
