@@ -4,7 +4,6 @@ use std::future::Future;
 
 use anyhow::Context;
 use aws_sdk_sqs::types::QueueAttributeName;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueDepth {
@@ -27,7 +26,7 @@ impl Depth for aws_sdk_sqs::Client {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
+            .map_err(super::ecs::sdk_error)
             .with_context(|| format!("reading the depth of {queue_url}"))?;
         let attrs = out.attributes();
         let get = |name: QueueAttributeName| -> anyhow::Result<u64> {

@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use anyhow::Context;
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
@@ -86,8 +87,24 @@ pub trait Tasks {
     fn run(&self, req: &RunRequest) -> impl Future<Output = Result<RunOutcome, RunError>> + Send;
 }
 
-fn sdk_error<E: std::error::Error>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(e))
+/// An SDK error as one readable line: `Code: message` for a service error (what the AWS console
+/// shows), the full cause chain for a transport or timeout error.
+pub(crate) fn sdk_error<E>(e: SdkError<E>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let err = se.into_err();
+            match (err.code(), err.message()) {
+                (Some(code), Some(message)) => anyhow::anyhow!("{code}: {message}"),
+                (Some(code), None) => anyhow::anyhow!("{code}"),
+                _ => anyhow::anyhow!("HTTP {status} with no error code"),
+            }
+        }
+        other => anyhow::anyhow!("{}", DisplayErrorContext(other)),
+    }
 }
 
 impl Tasks for aws_sdk_ecs::Client {
@@ -206,7 +223,7 @@ impl Tasks for aws_sdk_ecs::Client {
                 e.as_service_error(),
                 Some(RunTaskError::ConflictException(_))
             ),
-            message: format!("RunTask: {}", DisplayErrorContext(e)),
+            message: format!("RunTask: {}", sdk_error(e)),
         })?;
         Ok(RunOutcome {
             started: out
