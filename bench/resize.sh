@@ -5,7 +5,7 @@
 # path; Pillow decodes at 1/2..1/8 scale through libjpeg-turbo's draft), vipsthumbnail, and
 # djpeg -scale 1/8 (decode only: the floor). qp runs --mode fit, the same geometry as thumbnail.
 # Needs: a release build (this script builds it), hyperfine, libvips-tools, libjpeg-turbo-progs,
-# Pillow (scripts/setup installs all). Run by hand: bench/resize.sh [runs]
+# Pillow (scripts/setup installs all). Run by hand: bench/resize.sh [runs]   (env QP_BIN: a qp binary)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -13,7 +13,8 @@ runs="${1:-5}"
 python="${QP_PYTHON:-${QP_VENV:-$HOME/.cache/qp-venv}/bin/python}"
 [ -x "$python" ] || python=python3
 "$here/corpus.sh"
-(cd "$root" && cargo build --release --quiet)
+# QP_BIN=dist/qp measures the shipped static binary (scripts/build-static) instead.
+if [ -z "${QP_BIN:-}" ]; then (cd "$root" && cargo build --release --quiet); fi
 qp="${QP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/qp}"
 cpus=$(nproc)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT

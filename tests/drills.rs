@@ -67,16 +67,27 @@ fn kill_9_mid_batch_loses_nothing() {
         ..CloudOptions::default()
     });
     let uploads = upload_corpus(&cloud, 8, |_| {});
-    let mut victim = spawn(cloud.worker_command(&[]));
+    // One image at a time (while still holding a receive's worth of messages), so the kill
+    // lands mid-batch however fast the machine is.
+    let slow = [("QP_CONCURRENCY", "1"), ("QP_CPUS", "1")].map(|(k, v)| (k.into(), v.into()));
+    let mut victim = spawn(cloud.worker_command(&slow));
     wait_for_outputs(&cloud, 4, Duration::from_secs(60));
     victim.kill().unwrap();
     victim.wait().unwrap();
     let (_, in_flight) = cloud.depth();
+    let done_by_victim = cloud.outputs().len();
+    assert!(
+        in_flight > 0 && done_by_victim < uploads.good.len(),
+        "the kill came after the batch: {done_by_victim} done, {in_flight} in flight"
+    );
     let mut survivor = spawn(cloud.worker_command(&[]));
     let (status, _) = wait(&mut survivor, Duration::from_secs(180));
     assert!(status.success(), "{}", stderr_of(&mut survivor));
     assert_all_done(&cloud, &uploads, true);
-    eprintln!("kill -9 drill: {in_flight} messages in flight at the kill, all recovered");
+    eprintln!(
+        "kill -9 drill: {done_by_victim} done before the kill, {in_flight} messages in flight at \
+         it, all recovered"
+    );
 }
 
 #[test]

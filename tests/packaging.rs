@@ -175,6 +175,9 @@ fn lambda_zip_holds_an_executable_bootstrap_that_is_the_scaler() {
         "top-level help, not scale's: {help}"
     );
 
+    // And it does the scaler's job: one scheduled event from a Runtime API launches tasks.
+    crate::scale::drive_bootstrap_through_one_scheduled_event(&bootstrap);
+
     // Reproducible: the same binary gives the same zip.
     let again = tmp.path().join("again.zip");
     check(

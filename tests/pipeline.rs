@@ -20,7 +20,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use crate::lambda_api::LambdaApi;
-use crate::util::{Moto, clean_env, ec2, qp_binary, xml_value};
+use crate::util::{Moto, clean_env, qp_binary};
 
 pub const CLUSTER: &str = "qp";
 pub const FAMILY: &str = "qp-worker";
@@ -83,48 +83,10 @@ impl Cloud {
         let (s3, sqs, ecs) =
             rt.block_on(async { (moto.s3().await, moto.sqs().await, moto.ecs().await) });
 
-        let vpc = xml_value(
-            &ec2(
-                &moto,
-                &[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/16")],
-            ),
-            "vpcId",
-        );
-        ec2(
-            &moto,
-            &[
-                ("Action", "ModifyVpcAttribute"),
-                ("VpcId", &vpc),
-                ("EnableDnsHostnames.Value", "true"),
-            ],
-        );
-        let subnets = [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")]
-            .iter()
-            .map(|(cidr, az)| {
-                let xml = ec2(
-                    &moto,
-                    &[
-                        ("Action", "CreateSubnet"),
-                        ("VpcId", &vpc),
-                        ("CidrBlock", cidr),
-                        ("AvailabilityZone", az),
-                    ],
-                );
-                xml_value(&xml, "subnetId")
-            })
-            .collect::<Vec<_>>();
-        let security_group = xml_value(
-            &ec2(
-                &moto,
-                &[
-                    ("Action", "CreateSecurityGroup"),
-                    ("GroupName", "qp-worker"),
-                    ("GroupDescription", "qp workers"),
-                    ("VpcId", &vpc),
-                ],
-            ),
-            "groupId",
-        );
+        let crate::util::Network {
+            subnets,
+            security_group,
+        } = crate::util::network(&moto);
 
         let (queue_url, dlq_url) = rt.block_on(async {
             let dlq_url = sqs
@@ -135,16 +97,7 @@ impl Cloud {
                 .unwrap()
                 .queue_url
                 .unwrap();
-            let dlq_arn = sqs
-                .get_queue_attributes()
-                .queue_url(&dlq_url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .unwrap()
-                .attributes
-                .unwrap()[&QueueAttributeName::QueueArn]
-                .clone();
+            let dlq_arn = queue_arn(&sqs, &dlq_url).await;
             let redrive = json!({
                 "deadLetterTargetArn": dlq_arn,
                 "maxReceiveCount": options.max_receive_count.to_string(),
@@ -163,16 +116,7 @@ impl Cloud {
                 .unwrap()
                 .queue_url
                 .unwrap();
-            let queue_arn = sqs
-                .get_queue_attributes()
-                .queue_url(&queue_url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .unwrap()
-                .attributes
-                .unwrap()[&QueueAttributeName::QueueArn]
-                .clone();
+            let queue_arn = queue_arn(&sqs, &queue_url).await;
             for bucket in [SOURCE, DEST] {
                 s3.create_bucket().bucket(bucket).send().await.unwrap();
             }
@@ -825,4 +769,17 @@ pub fn run_until_drained(
 pub fn plain(cmd: &mut Command) -> &mut Command {
     clean_env(cmd);
     cmd
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    attributes[&QueueAttributeName::QueueArn].clone()
 }

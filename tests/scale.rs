@@ -19,7 +19,7 @@ use aws_sdk_ecs::types::{
 use serde_json::{Value, json};
 
 use crate::lambda_api::{LambdaApi, Response, read_request, read_response, write_response};
-use crate::util::{Moto, ec2, qp, qp_binary, run, stderr, stdout, tempdir, xml_value};
+use crate::util::{Moto, qp, qp_binary, run, stderr, stdout, tempdir};
 
 const CLUSTER: &str = "qp";
 const FAMILY: &str = "qp-worker";
@@ -157,46 +157,10 @@ struct World {
 impl World {
     fn new(messages: usize) -> World {
         let moto = Moto::start();
-        let vpc = xml_value(
-            &ec2(
-                &moto,
-                &[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/16")],
-            ),
-            "vpcId",
-        );
-        ec2(
-            &moto,
-            &[
-                ("Action", "ModifyVpcAttribute"),
-                ("VpcId", &vpc),
-                ("EnableDnsHostnames.Value", "true"),
-            ],
-        );
-        let subnets: Vec<String> = [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")]
-            .iter()
-            .map(|(cidr, az)| {
-                let xml = ec2(
-                    &moto,
-                    &[
-                        ("Action", "CreateSubnet"),
-                        ("VpcId", &vpc),
-                        ("CidrBlock", cidr),
-                        ("AvailabilityZone", az),
-                    ],
-                );
-                xml_value(&xml, "subnetId")
-            })
-            .collect();
-        let xml = ec2(
-            &moto,
-            &[
-                ("Action", "CreateSecurityGroup"),
-                ("GroupName", "qp-worker"),
-                ("GroupDescription", "qp workers"),
-                ("VpcId", &vpc),
-            ],
-        );
-        let security_group = xml_value(&xml, "groupId");
+        let crate::util::Network {
+            subnets,
+            security_group,
+        } = crate::util::network(&moto);
 
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -729,6 +693,28 @@ fn bootstrap_answers_scheduled_events_once_per_event() {
     drop(child);
     assert_eq!(w.running().len(), 8);
     assert_eq!(w.proxy.calls("RunTask").len(), 2);
+}
+
+/// Runs the executable at `bootstrap` the way Lambda does (from its own directory, under the
+/// Runtime API) through one scheduled event against a fresh world, and checks the tick launched
+/// what the queue needs. The packaging test drives the unzipped Lambda package through this.
+pub(crate) fn drive_bootstrap_through_one_scheduled_event(bootstrap: &std::path::Path) {
+    let w = World::new(25);
+    let api = LambdaApi::start(vec![scheduled_event("e-zip")]);
+    let mut cmd = Command::new(bootstrap);
+    w.configure(&mut cmd);
+    api.configure(&mut cmd);
+    cmd.current_dir(bootstrap.parent().unwrap())
+        .env("QP_LOG_FORMAT", "json");
+    let child = Running::spawn(&mut cmd);
+    assert!(api.wait_for_results(1, WAIT), "no answer to the event");
+    drop(child);
+    assert!(api.errors().is_empty(), "{:?}", api.errors());
+    assert!(api.init_errors().is_empty(), "{:?}", api.init_errors());
+    let report = api.responses()[0].body.clone();
+    assert_eq!(counts(&report), [25, 0, 0, 3, 3, 3], "{report}");
+    assert_eq!(report["event_id"], "e-zip");
+    assert_eq!(w.running().len(), 3);
 }
 
 #[test]

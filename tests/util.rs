@@ -251,3 +251,56 @@ pub fn xml_value(xml: &str, tag: &str) -> String {
     let end = start + xml[start..].find(&format!("</{tag}>")).unwrap();
     xml[start..end].to_owned()
 }
+
+/// What `RunTask` with `awsvpc` needs in moto: a VPC with DNS hostnames, subnets in two AZs
+/// and a security group, all made through EC2.
+pub struct Network {
+    pub subnets: Vec<String>,
+    pub security_group: String,
+}
+
+pub fn network(moto: &Moto) -> Network {
+    let vpc = xml_value(
+        &ec2(
+            moto,
+            &[("Action", "CreateVpc"), ("CidrBlock", "10.0.0.0/16")],
+        ),
+        "vpcId",
+    );
+    ec2(
+        moto,
+        &[
+            ("Action", "ModifyVpcAttribute"),
+            ("VpcId", &vpc),
+            ("EnableDnsHostnames.Value", "true"),
+        ],
+    );
+    let subnets = [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")]
+        .iter()
+        .map(|(cidr, az)| {
+            let xml = ec2(
+                moto,
+                &[
+                    ("Action", "CreateSubnet"),
+                    ("VpcId", &vpc),
+                    ("CidrBlock", cidr),
+                    ("AvailabilityZone", az),
+                ],
+            );
+            xml_value(&xml, "subnetId")
+        })
+        .collect();
+    let xml = ec2(
+        moto,
+        &[
+            ("Action", "CreateSecurityGroup"),
+            ("GroupName", "qp-worker"),
+            ("GroupDescription", "qp workers"),
+            ("VpcId", &vpc),
+        ],
+    );
+    Network {
+        subnets,
+        security_group: xml_value(&xml, "groupId"),
+    }
+}

@@ -206,12 +206,6 @@ impl IdleClock {
         let since = *self.since.get_or_insert(poll_started);
         now.saturating_duration_since(since) >= timeout
     }
-
-    /// Whether the idle period still holds at `now` (the dispatcher re-checks before exiting).
-    pub fn expired(&self, now: Instant, timeout: Duration) -> bool {
-        self.since
-            .is_some_and(|s| now.saturating_duration_since(s) >= timeout)
-    }
 }
 
 /// Whether a message visible again at `visible_at` is due for a heartbeat: half of the visibility
@@ -381,9 +375,7 @@ mod tests {
         // Work in flight holds it off even if polls are empty.
         assert!(!c.on_poll(false, t0 + s(9), 3, t0 + s(16), timeout));
         assert!(!c.on_poll(false, t0 + s(16), 0, t0 + s(20), timeout));
-        assert!(!c.expired(t0 + s(25), timeout));
         assert!(c.on_poll(false, t0 + s(20), 0, t0 + s(26), timeout));
-        assert!(c.expired(t0 + s(26), timeout));
         // A zero timeout exits on the first empty poll.
         let mut c = IdleClock::default();
         assert!(c.on_poll(false, t0, 0, t0, Duration::ZERO));

@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -126,12 +126,18 @@ struct Receiving<Q> {
     slots: Arc<Semaphore>,
     idle: Mutex<IdleClock>,
     idle_timeout: Duration,
-    idle_reached: Notify,
     wait: Duration,
     vt: Duration,
     receive_vt: Option<u32>,
     receive_failing: std::sync::atomic::AtomicBool,
+    /// Turns true at shutdown: no new poll starts, and what a poll in flight returns is left in
+    /// the tracker, undispatched, for the final release.
+    stop: watch::Receiver<bool>,
 }
+
+/// How long shutdown waits for receives in flight. One that already has messages answers in
+/// milliseconds; one still waiting has none, and is cut.
+const RECEIVE_DRAIN: Duration = Duration::from_secs(3);
 
 type Batch = Vec<(u64, Message, OwnedSemaphorePermit)>;
 
@@ -204,11 +210,11 @@ pub async fn run<S: ObjectStore, Q: Queue>(
         slots: Arc::new(Semaphore::new(cfg.concurrency.max(MAX_BATCH) + MAX_BATCH)),
         idle: Mutex::new(IdleClock::default()),
         idle_timeout: cfg.idle_timeout,
-        idle_reached: Notify::new(),
         wait: poll_wait(cfg.idle_timeout),
         vt,
         receive_vt,
         receive_failing: Default::default(),
+        stop: stop_rx.clone(),
     });
 
     let (batch_tx, mut batch_rx) = mpsc::channel::<Batch>(receivers);
@@ -235,11 +241,13 @@ pub async fn run<S: ObjectStore, Q: Queue>(
                 if let Err(e) = joined {
                     tracing::error!("message task failed: {e}");
                 }
+                if receiving.is_empty() && tasks.is_empty() && tracker.is_empty() {
+                    break StopReason::Idle;
+                }
             }
-            _ = rx_state.idle_reached.notified() => {
-                let expired = rx_state.idle.lock().unwrap_or_else(|p| p.into_inner())
-                    .expired(Instant::now().into_std(), cfg.idle_timeout);
-                if expired && tracker.is_empty() {
+            // A receive loop ends by itself only once the queue has been idle for the timeout.
+            Some(_) = receiving.join_next(), if !receiving.is_empty() => {
+                if receiving.is_empty() && tasks.is_empty() && tracker.is_empty() {
                     break StopReason::Idle;
                 }
             }
@@ -251,11 +259,21 @@ pub async fn run<S: ObjectStore, Q: Queue>(
         }
     };
 
-    // Stop receiving. A long poll cut short may have had messages assigned to it: they return
-    // after their visibility timeout, nothing is lost.
+    // Stop receiving. At idle every receive loop has already ended after an empty poll. At a
+    // signal, receives in flight are let finish (briefly) rather than cut: SQS may already have
+    // handed one its messages, which would then stay invisible for the whole visibility timeout;
+    // what they return stays in the tracker and is released below.
     let _ = stop_tx.send(true);
-    receiving.abort_all();
-    while receiving.join_next().await.is_some() {}
+    let all_returned = reason == StopReason::Signal
+        && tokio::time::timeout(RECEIVE_DRAIN.min(cfg.shutdown_grace), async {
+            while receiving.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+    if !all_returned {
+        receiving.abort_all();
+        while receiving.join_next().await.is_some() {}
+    }
     // Batches received but never dispatched: give them back at once.
     batch_rx.close();
     while let Ok(batch) = batch_rx.try_recv() {
@@ -353,8 +371,14 @@ pub async fn run<S: ObjectStore, Q: Queue>(
 async fn receive_loop<Q: Queue>(st: Arc<Receiving<Q>>, out: mpsc::Sender<Batch>) {
     use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_millis(500);
+    let mut stop = st.stop.clone();
     loop {
-        let Ok(mut permits) = st.slots.clone().acquire_many_owned(MAX_BATCH as u32).await else {
+        let permits = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            p = st.slots.clone().acquire_many_owned(MAX_BATCH as u32) => p,
+        };
+        let Ok(mut permits) = permits else {
             return;
         };
         let poll_started = Instant::now();
@@ -383,7 +407,7 @@ async fn receive_loop<Q: Queue>(st: Arc<Receiving<Q>>, out: mpsc::Sender<Batch>)
                     Instant::now().into_std(),
                     st.idle_timeout,
                 ) {
-                    st.idle_reached.notify_one();
+                    return;
                 }
                 continue;
             }
@@ -399,6 +423,10 @@ async fn receive_loop<Q: Queue>(st: Arc<Receiving<Q>>, out: mpsc::Sender<Batch>)
             batch.push((token, msg, slot));
         }
         drop(permits);
+        if *stop.borrow() {
+            // Shutting down: these stay in the tracker, undispatched, and are released.
+            return;
+        }
         let idle = st.idle.lock().unwrap_or_else(|p| p.into_inner()).on_poll(
             !batch.is_empty(),
             poll_started.into_std(),
@@ -407,15 +435,20 @@ async fn receive_loop<Q: Queue>(st: Arc<Receiving<Q>>, out: mpsc::Sender<Batch>)
             st.idle_timeout,
         );
         if !batch.is_empty() {
-            if let Err(mpsc::error::SendError(batch)) = out.send(batch).await {
-                // The dispatcher is gone (shutdown): give the messages back.
-                for (token, _, _) in batch {
-                    st.tracker.remove(token);
-                }
+            let sent = tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => false,
+                r = out.send(batch) => r.is_ok(),
+            };
+            if !sent {
+                // The dispatcher stopped: the messages are still in the tracker, and the final
+                // release gives them back.
                 return;
             }
         } else if idle {
-            st.idle_reached.notify_one();
+            // Nothing came for the idle timeout, with nothing in work: this loop is done, with
+            // no poll left in flight that could strand messages when the worker exits.
+            return;
         }
     }
 }

@@ -80,6 +80,8 @@ struct FakeQueue {
     visibility: Mutex<Vec<(String, u32)>>,
     sent: Mutex<Vec<Sent>>,
     vt: u32,
+    /// How long a receive takes before SQS hands it messages (a poll in flight).
+    answer_delay: Duration,
 }
 
 impl FakeQueue {
@@ -124,6 +126,7 @@ impl Queue for FakeQueue {
         wait: Duration,
         _visibility: Option<u32>,
     ) -> Result<Vec<Message>, QueueError> {
+        tokio::time::sleep(self.answer_delay).await;
         let got: Vec<Message> = {
             let mut v = self.visible.lock().unwrap();
             let n = v.len().min(max);
@@ -411,20 +414,15 @@ async fn transient_failures_are_not_dead_lettered() {
     assert!(r.dlq.sent.lock().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_started_messages_and_releases_the_rest() {
-    let keys: Vec<String> = (0..6).map(|i| format!("k{i}.jpg")).collect();
-    let objects: Vec<(&str, Vec<u8>)> = keys.iter().map(|k| (k.as_str(), good_jpeg())).collect();
-    let mut store = FakeStore::with(&objects);
-    store.get_delay = Duration::from_millis(400);
-    let bodies: Vec<String> = keys.iter().map(|k| s3_body(&[k])).collect();
+/// Runs with a DLQ until a signal after `after_ms`, and checks the shutdown was prompt.
+async fn signalled(args: &[&str], store: FakeStore, queue: FakeQueue, after_ms: u64) -> Run {
     let started = Instant::now();
     let r = run_with(
-        config(&["--concurrency", "2", "--idle-timeout-secs", "60"]),
+        config(args),
         store,
-        FakeQueue::with_bodies(&bodies),
+        queue,
         true,
-        tokio::time::sleep(Duration::from_millis(150)),
+        tokio::time::sleep(Duration::from_millis(after_ms)),
     )
     .await;
     assert_eq!(r.summary.reason, StopReason::Signal);
@@ -433,10 +431,48 @@ async fn shutdown_finishes_started_messages_and_releases_the_rest() {
         "{:?}",
         started.elapsed()
     );
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_started_messages_and_releases_the_rest() {
+    let keys: Vec<String> = (0..6).map(|i| format!("k{i}.jpg")).collect();
+    let objects: Vec<(&str, Vec<u8>)> = keys.iter().map(|k| (k.as_str(), good_jpeg())).collect();
+    let mut store = FakeStore::with(&objects);
+    store.get_delay = Duration::from_millis(400);
+    let bodies: Vec<String> = keys.iter().map(|k| s3_body(&[k])).collect();
+    let r = signalled(
+        &["--concurrency", "2", "--idle-timeout-secs", "60"],
+        store,
+        FakeQueue::with_bodies(&bodies),
+        150,
+    )
+    .await;
     // Two were in work (concurrency 2) and finished; four had not started and went back.
     assert_eq!(r.queue.deleted(), ["m0", "m1"]);
     assert_eq!(r.queue.released(), ["m2", "m3", "m4", "m5"]);
     assert_eq!(r.summary.processed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_in_flight_at_shutdown_gives_its_messages_back() {
+    // The signal comes while a poll is on its way back with messages: cutting it would strand
+    // them, invisible for the whole visibility timeout. They must be released instead.
+    let keys: Vec<String> = (0..3).map(|i| format!("k{i}.jpg")).collect();
+    let objects: Vec<(&str, Vec<u8>)> = keys.iter().map(|k| (k.as_str(), good_jpeg())).collect();
+    let bodies: Vec<String> = keys.iter().map(|k| s3_body(&[k])).collect();
+    let mut queue = FakeQueue::with_bodies(&bodies);
+    queue.answer_delay = Duration::from_millis(600);
+    let r = signalled(
+        &["--idle-timeout-secs", "60"],
+        FakeStore::with(&objects),
+        queue,
+        100,
+    )
+    .await;
+    assert!(r.queue.deleted().is_empty());
+    assert_eq!(r.queue.released(), ["m0", "m1", "m2"]);
+    assert_eq!(r.summary.processed, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
