@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::*;
@@ -82,6 +83,19 @@ struct FakeQueue {
     vt: u32,
     /// How long a receive takes before SQS hands it messages (a poll in flight).
     answer_delay: Duration,
+    /// Receives dropped before they returned: cut polls, whose messages would be stranded.
+    cut_polls: AtomicUsize,
+}
+
+/// Counts a receive as cut unless it returned.
+struct PollGuard<'a>(&'a AtomicUsize, bool);
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl FakeQueue {
@@ -126,6 +140,7 @@ impl Queue for FakeQueue {
         wait: Duration,
         _visibility: Option<u32>,
     ) -> Result<Vec<Message>, QueueError> {
+        let mut guard = PollGuard(&self.cut_polls, false);
         tokio::time::sleep(self.answer_delay).await;
         let got: Vec<Message> = {
             let mut v = self.visible.lock().unwrap();
@@ -135,6 +150,7 @@ impl Queue for FakeQueue {
         if got.is_empty() {
             tokio::time::sleep(wait.min(Duration::from_millis(200))).await;
         }
+        guard.1 = true;
         Ok(got)
     }
 
@@ -539,6 +555,9 @@ async fn the_idle_timeout_waits_for_a_quiet_queue() {
         took >= Duration::from_secs(1) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    // The exit waits for the polls to come back: a poll cut at exit could strand messages SQS
+    // had just handed it, invisible for a whole visibility timeout.
+    assert_eq!(r.queue.cut_polls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
