@@ -15,12 +15,11 @@ use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, DesiredStatus, KeyValuePair, LogConfiguration, LogDriver,
     NetworkMode,
 };
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
 
 use crate::lambda_api::LambdaApi;
-use crate::util::{Moto, clean_env, qp_binary};
+use crate::util::{Moto, clean_env, qp_binary, queue_arn};
 
 pub const CLUSTER: &str = "qp";
 pub const FAMILY: &str = "qp-worker";
@@ -120,22 +119,7 @@ impl Cloud {
             for bucket in [SOURCE, DEST] {
                 s3.create_bucket().bucket(bucket).send().await.unwrap();
             }
-            s3.put_bucket_notification_configuration()
-                .bucket(SOURCE)
-                .notification_configuration(
-                    NotificationConfiguration::builder()
-                        .queue_configurations(
-                            QueueConfiguration::builder()
-                                .queue_arn(queue_arn)
-                                .events(Event::from("s3:ObjectCreated:*"))
-                                .build()
-                                .unwrap(),
-                        )
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
+            crate::util::notify_queue(&s3, SOURCE, queue_arn).await;
             (queue_url, dlq_url)
         });
 
@@ -265,25 +249,8 @@ impl Cloud {
 
     /// (visible, in flight) on the main queue.
     pub fn depth(&self) -> (u64, u64) {
-        self.rt.block_on(async {
-            let attrs = self
-                .sqs
-                .get_queue_attributes()
-                .queue_url(&self.queue_url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-                .send()
-                .await
-                .unwrap()
-                .attributes
-                .unwrap_or_default();
-            let get =
-                |k: QueueAttributeName| attrs.get(&k).and_then(|v| v.parse().ok()).unwrap_or(0);
-            (
-                get(QueueAttributeName::ApproximateNumberOfMessages),
-                get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            )
-        })
+        self.rt
+            .block_on(crate::util::queue_depth(&self.sqs, &self.queue_url))
     }
 
     /// Every message in the DLQ (received and left there): body and string attributes.
@@ -769,17 +736,4 @@ pub fn run_until_drained(
 pub fn plain(cmd: &mut Command) -> &mut Command {
     clean_env(cmd);
     cmd
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap();
-    attributes[&QueueAttributeName::QueueArn].clone()
 }

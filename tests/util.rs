@@ -304,3 +304,58 @@ pub fn network(moto: &Moto) -> Network {
         security_group: xml_value(&xml, "groupId"),
     }
 }
+
+/// The ARN of the queue at `url`.
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone()
+}
+
+/// Makes `bucket` notify the queue `queue_arn` of every object created (`s3:ObjectCreated:*`,
+/// as terraform does); moto then sends the `s3:TestEvent` message.
+pub async fn notify_queue(s3: &aws_sdk_s3::Client, bucket: &str, queue_arn: String) {
+    use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(queue_arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// (visible, in flight) messages of the queue at `url`.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let a = out.attributes().unwrap();
+    let n = |k: QueueAttributeName| a[&k].parse::<u64>().unwrap();
+    (
+        n(QueueAttributeName::ApproximateNumberOfMessages),
+        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::util::{Moto, bad_fixtures, decode, fixture_bytes, good_fixtures, qp, run, stderr};
+use crate::util::{
+    Moto, bad_fixtures, decode, fixture_bytes, good_fixtures, notify_queue, qp, queue_arn,
+    queue_depth, run, stderr,
+};
 
 /// A source bucket notifying a queue whose redrive policy ends in a DLQ, and a destination bucket.
 struct Env {
@@ -54,24 +57,8 @@ async fn env(visibility_timeout: u32, notify: bool) -> Env {
         .queue_url
         .unwrap();
     if notify {
-        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
         let arn = queue_arn(&sqs, &queue).await;
-        s3.put_bucket_notification_configuration()
-            .bucket(SRC)
-            .notification_configuration(
-                NotificationConfiguration::builder()
-                    .queue_configurations(
-                        QueueConfiguration::builder()
-                            .queue_arn(arn)
-                            .events(Event::from("s3:ObjectCreated:*"))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        notify_queue(&s3, SRC, arn).await;
     }
     Env {
         moto,
@@ -80,18 +67,6 @@ async fn env(visibility_timeout: u32, notify: bool) -> Env {
         queue,
         dlq,
     }
-}
-
-async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
-    sqs.get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone()
 }
 
 impl Env {
@@ -169,21 +144,7 @@ impl Env {
 
     /// (visible, in flight) messages of a queue.
     async fn depth(&self, url: &str) -> (u64, u64) {
-        let out = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .unwrap();
-        let a = out.attributes().unwrap();
-        let n = |k: QueueAttributeName| a[&k].parse::<u64>().unwrap();
-        (
-            n(QueueAttributeName::ApproximateNumberOfMessages),
-            n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-        )
+        queue_depth(&self.sqs, url).await
     }
 
     /// Every message of a queue (body, attributes), received and hidden for a minute.

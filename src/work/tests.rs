@@ -298,14 +298,7 @@ async fn run_with(
 async fn good_messages_are_converted_and_deleted() {
     let store = FakeStore::with(&[("a/cat.jpg", good_jpeg()), ("b/cat.jpg", good_jpeg())]);
     let bodies = vec![s3_body(&["a/cat.jpg", "b/cat.jpg"]), s3_body(&[])];
-    let r = run_with(
-        config(&["--size", "224x224,32x16"]),
-        store,
-        FakeQueue::with_bodies(&bodies),
-        true,
-        std::future::pending(),
-    )
-    .await;
+    let r = drain(&["--size", "224x224,32x16"], store, &bodies, true).await;
     assert_eq!(r.summary.reason, StopReason::Idle);
     assert_eq!(r.queue.deleted(), ["m0", "m1"]);
     assert_eq!((r.summary.processed, r.summary.failed), (2, 0));
@@ -344,14 +337,7 @@ async fn permanent_failures_go_to_the_dlq_with_their_reason() {
         "not json".to_string(),
         r#"{"Event":"s3:TestEvent"}"#.to_string(),
     ];
-    let r = run_with(
-        config(&[]),
-        store,
-        FakeQueue::with_bodies(&bodies),
-        true,
-        std::future::pending(),
-    )
-    .await;
+    let r = drain(&[], store, &bodies, true).await;
     assert_eq!(r.queue.deleted(), ["m0", "m1", "m2", "m3"]);
     let sent = r.dlq.sent.lock().unwrap();
     let reason = |body: &str| {
@@ -393,14 +379,7 @@ async fn without_a_dlq_permanent_and_transient_failures_stay_on_the_queue() {
         s3_body(&["good.jpg", "throttled.jpg"]),
         s3_body(&["good.jpg"]),
     ];
-    let r = run_with(
-        config(&[]),
-        store,
-        FakeQueue::with_bodies(&bodies),
-        false,
-        std::future::pending(),
-    )
-    .await;
+    let r = drain(&[], store, &bodies, false).await;
     assert_eq!(r.queue.deleted(), ["m2"]);
     assert!(r.queue.released().is_empty(), "left, not released");
     assert_eq!(
@@ -418,16 +397,21 @@ async fn transient_failures_are_not_dead_lettered() {
         .unwrap()
         .insert("slow.jpg".into(), S3ErrorKind::Transient);
     let bodies = vec![s3_body(&["bad.jpg", "slow.jpg"])];
-    let r = run_with(
-        config(&[]),
-        store,
-        FakeQueue::with_bodies(&bodies),
-        true,
-        std::future::pending(),
-    )
-    .await;
+    let r = drain(&[], store, &bodies, true).await;
     assert!(r.queue.deleted().is_empty());
     assert!(r.dlq.sent.lock().unwrap().is_empty());
+}
+
+/// Runs until the queue of `bodies` has been idle (no signal).
+async fn drain(args: &[&str], store: FakeStore, bodies: &[String], with_dlq: bool) -> Run {
+    run_with(
+        config(args),
+        store,
+        FakeQueue::with_bodies(bodies),
+        with_dlq,
+        std::future::pending(),
+    )
+    .await
 }
 
 /// Runs with a DLQ until a signal after `after_ms`, and checks the shutdown was prompt.
@@ -517,12 +501,11 @@ async fn the_grace_deadline_releases_unfinished_work() {
 async fn the_heartbeat_extends_slow_messages() {
     let mut store = FakeStore::with(&[("slow.jpg", good_jpeg())]);
     store.get_delay = Duration::from_millis(2300);
-    let r = run_with(
-        config(&["--visibility-timeout-secs", "1"]),
+    let r = drain(
+        &["--visibility-timeout-secs", "1"],
         store,
-        FakeQueue::with_bodies(&[s3_body(&["slow.jpg"])]),
+        &[s3_body(&["slow.jpg"])],
         true,
-        std::future::pending(),
     )
     .await;
     assert_eq!(r.queue.deleted(), ["m0"]);
@@ -541,12 +524,11 @@ async fn the_heartbeat_extends_slow_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_idle_timeout_waits_for_a_quiet_queue() {
     let started = Instant::now();
-    let r = run_with(
-        config(&["--idle-timeout-secs", "1"]),
+    let r = drain(
+        &["--idle-timeout-secs", "1"],
         FakeStore::default(),
-        FakeQueue::with_bodies(&[]),
+        &[],
         false,
-        std::future::pending(),
     )
     .await;
     let took = started.elapsed();
