@@ -226,7 +226,7 @@ pub fn ec2(moto: &Moto, params: &[(&str, &str)]) -> String {
             utf8_percent_encode(v, NON_ALPHANUMERIC)
         ));
     }
-    let mut s = TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
+    let mut s = connect_retrying(moto.port);
     let head = format!(
         "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          X-Amz-Date: 20240101T000000Z\r\nAuthorization: AWS4-HMAC-SHA256 \
@@ -358,4 +358,22 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
         n(QueueAttributeName::ApproximateNumberOfMessages),
         n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
     )
+}
+
+/// A connection to moto. Its single-process server can refuse a connection for a moment while
+/// several tests hammer it at once (seen once in a full run); the SDK retries that itself, so the
+/// raw EC2 helper does too, a few times.
+fn connect_retrying(port: u16) -> TcpStream {
+    let mut attempt = 0;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("connecting to moto on port {port}: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("connecting to moto on port {port}: {e}"),
+        }
+    }
 }
