@@ -5,7 +5,8 @@
 # path; Pillow decodes at 1/2..1/8 scale through libjpeg-turbo's draft), vipsthumbnail, and
 # djpeg -scale 1/8 (decode only: the floor). qp runs --mode fit, the same geometry as thumbnail.
 # Needs: a release build (this script builds it), hyperfine, libvips-tools, libjpeg-turbo-progs,
-# Pillow (scripts/setup installs all). Run by hand: bench/resize.sh [runs]   (env QP_BIN: a qp binary)
+# Pillow (scripts/setup installs all). Run by hand: bench/resize.sh [runs]   (env QP_BIN: a qp binary,
+# QP_BENCH_TMP: where outputs go, default /dev/shm)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
@@ -17,13 +18,20 @@ python="${QP_PYTHON:-${QP_VENV:-$HOME/.cache/qp-venv}/bin/python}"
 if [ -z "${QP_BIN:-}" ]; then (cd "$root" && cargo build --release --quiet); fi
 qp="${QP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/qp}"
 cpus=$(nproc)
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+# Outputs (every tool's) go to a tmpfs when there is one: the runs delete and recreate hundreds of
+# files, and on a journal-less ext4 (as here) each new inode is then found by skipping every one
+# deleted in the last minute (ext4's recently_deleted()), a file-system cost that grows with each
+# run and dwarfed the image work. QP_BENCH_TMP picks another place.
+tmp="${QP_BENCH_TMP:-}"
+[ -n "$tmp" ] || { [ -d /dev/shm ] && [ -w /dev/shm ] && tmp=/dev/shm; } || tmp="${TMPDIR:-/tmp}"
+work=$(mktemp -d "$tmp/qp-bench.XXXXXX"); trap 'rm -rf "$work"' EXIT
 
-# mean seconds of a command over $runs runs (one warm-up)
+# median seconds of a command over $runs runs (one warm-up): on shared vCPUs a run now and then
+# loses its CPU to a neighbour, and the median ignores that where the mean does not
 measure() {
   hyperfine --style none --warmup 1 --runs "$runs" --export-json "$work/h.json" \
     --prepare "rm -rf $work/out" "$1" >/dev/null 2>&1 || { echo "FAILED: $1" >&2; return 1; }
-  "$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["mean"])' "$work/h.json"
+  "$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$work/h.json"
 }
 
 printf '%-7s %-3s %-15s %9s %9s %10s\n' corpus thr tool seconds images/s "qp/tool"

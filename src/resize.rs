@@ -8,11 +8,12 @@
 //! a note on stderr says so. Nothing is ever written outside OUT, and an output that would
 //! replace one of the inputs is refused.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -31,6 +32,8 @@ const JPEG_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "jpe", "jfif"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
     pub input: PathBuf,
+    /// The input with links resolved, to refuse overwriting it.
+    pub real: PathBuf,
     pub rel: PathBuf,
 }
 
@@ -74,11 +77,12 @@ pub fn run(args: ResizeArgs) -> Result<ExitCode> {
     for (path, cause) in &plan.failures {
         report(path, cause);
     }
+    let dirs = OutDirs::new(out);
     let ok = pool.install(|| {
         plan.jobs
             .par_iter()
             .filter(|job| {
-                let result = process_file(job, &out, &spec);
+                let result = process_file(job, &dirs, &spec);
                 bar.inc(1);
                 match result {
                     Ok(n) => {
@@ -130,10 +134,9 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
     let mut plan = Plan::default();
     let mut taken: HashSet<PathBuf> = HashSet::new();
     let mut seen_inputs: HashSet<PathBuf> = HashSet::new();
-    let mut push = |plan: &mut Plan, input: PathBuf, rel: PathBuf| {
+    let mut push = |plan: &mut Plan, input: PathBuf, real: PathBuf, rel: PathBuf| {
         // The same file named twice (or reached through two arguments) is converted once.
-        let key = input.canonicalize().unwrap_or_else(|_| input.clone());
-        if !seen_inputs.insert(key) {
+        if !seen_inputs.insert(real.clone()) {
             return;
         }
         let unique = unique_name(&rel, &taken);
@@ -141,12 +144,19 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
             plan.renamed.push((input.clone(), unique.clone()));
         }
         taken.insert(unique.clone());
-        plan.jobs.push(Job { input, rel: unique });
+        plan.jobs.push(Job {
+            input,
+            real,
+            rel: unique,
+        });
     };
     for input in inputs {
         match std::fs::metadata(input) {
             Err(e) => plan.failures.push((input.clone(), e.to_string())),
             Ok(m) if m.is_dir() => {
+                // Entries are reached without following links, so each one's real path is the
+                // directory's plus the relative path: one canonicalize per argument, not per file.
+                let real_dir = input.canonicalize().unwrap_or_else(|_| input.clone());
                 let walker = walkdir::WalkDir::new(input)
                     .follow_links(false)
                     .sort_by_file_name()
@@ -160,14 +170,18 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
                         }
                         Ok(e) if e.file_type().is_file() && has_jpeg_extension(e.path()) => {
                             let rel = e.path().strip_prefix(input).unwrap_or(e.path());
-                            push(&mut plan, e.path().to_path_buf(), rel.to_path_buf());
+                            let real = real_dir.join(rel);
+                            push(&mut plan, e.path().to_path_buf(), real, rel.to_path_buf());
                         }
                         Ok(_) => {}
                     }
                 }
             }
             Ok(_) => match input.file_name() {
-                Some(name) => push(&mut plan, input.clone(), PathBuf::from(name)),
+                Some(name) => {
+                    let real = input.canonicalize().unwrap_or_else(|_| input.clone());
+                    push(&mut plan, input.clone(), real, PathBuf::from(name))
+                }
                 None => plan
                     .failures
                     .push((input.clone(), "not a file name".to_string())),
@@ -209,59 +223,93 @@ fn unique_name(rel: &Path, taken: &HashSet<PathBuf>) -> PathBuf {
 }
 
 /// Converts one file; returns the bytes written.
-fn process_file(job: &Job, out: &Path, spec: &ResizeSpec) -> Result<usize> {
+fn process_file(job: &Job, dirs: &OutDirs, spec: &ResizeSpec) -> Result<usize> {
     let data = std::fs::read(&job.input).context("reading")?;
     let outputs = image::process(&data, spec)?;
     let several = spec.sizes.len() > 1;
     let mut written = 0;
     for resized in outputs {
-        let dir = if several {
-            out.join(resized.size.to_string())
+        let dest = if several {
+            dirs.out.join(resized.size.to_string()).join(&job.rel)
         } else {
-            out.to_path_buf()
+            dirs.out.join(&job.rel)
         };
-        let dest = dir.join(&job.rel);
-        write_inside(out, &dest, &resized.jpeg, &job.input)?;
+        dirs.write(&dest, &resized.jpeg, &job.real)?;
         written += resized.jpeg.len();
     }
     Ok(written)
 }
 
-/// Writes `bytes` to `dest` atomically (temp file + rename), after checking that `dest` is inside
-/// `out` once links are resolved and is not the input itself.
-fn write_inside(out: &Path, dest: &Path, bytes: &[u8], input: &Path) -> Result<()> {
-    let parent = dest.parent().context("output path has no directory")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let real_parent = parent
-        .canonicalize()
-        .with_context(|| format!("resolving {}", parent.display()))?;
-    if !real_parent.starts_with(out) {
-        anyhow::bail!(
-            "refusing to write {}: it resolves outside the output directory",
-            dest.display()
-        );
+/// The output directory (canonical) and the directories below it already created and checked,
+/// so a run of thousands of files does one mkdir and one canonicalize per directory, not per file.
+struct OutDirs {
+    out: PathBuf,
+    /// Output directory as named -> the same with links resolved (known to be inside `out`).
+    checked: Mutex<HashMap<PathBuf, PathBuf>>,
+}
+
+impl OutDirs {
+    fn new(out: PathBuf) -> Self {
+        OutDirs {
+            out,
+            checked: Mutex::new(HashMap::new()),
+        }
     }
-    let file_name = dest.file_name().context("output path has no file name")?;
-    let real_dest = real_parent.join(file_name);
-    if input.canonicalize().is_ok_and(|i| i == real_dest) {
-        anyhow::bail!(
-            "refusing to overwrite the input with its output ({})",
-            dest.display()
-        );
+
+    /// Creates `dir` if needed and resolves it; an error if it resolves outside `out`.
+    fn resolve(&self, dir: &Path, dest: &Path) -> Result<PathBuf> {
+        if let Some(real) = self
+            .checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(dir)
+        {
+            return Ok(real.clone());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let real = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
+        if !real.starts_with(&self.out) {
+            anyhow::bail!(
+                "refusing to write {}: it resolves outside the output directory",
+                dest.display()
+            );
+        }
+        self.checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dir.to_path_buf(), real.clone());
+        Ok(real)
     }
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".qp-{}.tmp", std::process::id()));
-    let tmp = real_parent.join(tmp_name);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        std::fs::rename(&tmp, &real_dest)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("writing {}", dest.display()))
-    })
+
+    /// Writes `bytes` to `dest` atomically (temp file + rename), after checking that `dest` is
+    /// inside the output directory once links are resolved and is not the input (`real_input`).
+    fn write(&self, dest: &Path, bytes: &[u8], real_input: &Path) -> Result<()> {
+        let parent = dest.parent().context("output path has no directory")?;
+        let real_parent = self.resolve(parent, dest)?;
+        let file_name = dest.file_name().context("output path has no file name")?;
+        let real_dest = real_parent.join(file_name);
+        if real_input == real_dest {
+            anyhow::bail!(
+                "refusing to overwrite the input with its output ({})",
+                dest.display()
+            );
+        }
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(file_name);
+        tmp_name.push(format!(".qp-{}.tmp", std::process::id()));
+        let tmp = real_parent.join(tmp_name);
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            std::fs::rename(&tmp, &real_dest)
+        };
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::Error::new(e).context(format!("writing {}", dest.display()))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -301,30 +301,35 @@ async fn drains_a_notifying_bucket_with_awkward_keys() {
     // The work queue is empty (the s3:TestEvent was deleted too), nothing in flight.
     assert_eq!(env.depth(&env.queue).await, (0, 0));
 
-    // One final log line per object, with outcome and latency (a loaded moto can fail a request
+    // A final log line per object, with outcome and latency (a loaded moto can fail a request
     // once: that attempt is logged as a retry, and must end in a final line too); a summary;
-    // EMF metrics on stdout.
+    // EMF metrics on stdout. SQS delivers at least once, and moto's concurrent receives do now
+    // and then hand one message to both pollers: such a copy is processed again (same outputs,
+    // same outcome), so an object may have two final lines, never two different outcomes.
     let logs = log_lines(&o);
     let per_object: Vec<_> = logs
         .iter()
         .filter(|l| l["key"].is_string() && l["latency_ms"].is_number())
         .collect();
-    let finals: BTreeSet<&str> = per_object
+    let mut finals: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for l in per_object.iter().filter(|l| l["outcome"] != "retry") {
+        finals
+            .entry(l["key"].as_str().unwrap())
+            .or_default()
+            .insert(l["outcome"].as_str().unwrap());
+    }
+    let expected_keys: BTreeSet<&str> = good
         .iter()
-        .filter(|l| l["outcome"] != "retry")
-        .map(|l| l["key"].as_str().unwrap())
+        .map(|(k, _)| k.as_str())
+        .chain(bad.iter().map(|(k, _)| k.as_str()))
         .collect();
     assert_eq!(
-        per_object
-            .iter()
-            .filter(|l| l["outcome"] != "retry")
-            .count(),
-        good.len() + bad.len(),
+        finals.keys().copied().collect::<BTreeSet<_>>(),
+        expected_keys,
         "{}",
         stderr(&o)
     );
-    assert_eq!(finals.len(), good.len() + bad.len(), "{}", stderr(&o));
-    assert!(processed_counts(&o).values().all(|&n| n == 1));
+    assert!(finals.values().all(|o| o.len() == 1), "{finals:?}");
     let summary = logs
         .iter()
         .find(|l| l["processed"].is_number())
@@ -416,10 +421,10 @@ async fn sns_and_eventbridge_bodies_and_a_deleted_object() {
     assert_eq!(env.depth(&env.queue).await, (0, 0));
 }
 
-/// Slow enough per image (two large padded outputs) that a visibility timeout of 1 s, or a
-/// SIGTERM, lands in the middle of the work.
+/// Slow enough per image (two large padded outputs, ~0.3 s in a debug build) that a visibility
+/// timeout of 1 s, or a SIGTERM, lands in the middle of the work.
 const SLOW: [(&str, &str); 4] = [
-    ("QP_SIZES", "2400x2400,2000x2000"),
+    ("QP_SIZES", "4000x4000,3000x3000"),
     ("QP_MODE", "pad"),
     ("QP_CONCURRENCY", "1"),
     ("QP_CPUS", "1"),
@@ -460,7 +465,7 @@ async fn sigterm_mid_batch_loses_nothing() {
         .dest_keys()
         .await
         .into_iter()
-        .filter_map(|k| k.strip_prefix("processed/2400x2400/").map(str::to_string))
+        .filter_map(|k| k.strip_prefix("processed/4000x4000/").map(str::to_string))
         .collect();
     assert!(
         done.len() < keys.len(),

@@ -4,7 +4,7 @@
 //! The steps are: sniff the bytes, read the header (refusing oversized images before any pixel
 //! buffer exists), pick a decode scale, decode (the DCT-domain fast path in [`scaled`] when the
 //! target is at least 2x smaller, zune-jpeg otherwise), apply the EXIF orientation, then for each
-//! requested size crop/resize/pad with fast_image_resize and encode with jpeg-encoder.
+//! requested size crop/resize/pad with fast_image_resize and encode with mozjpeg (libjpeg-turbo).
 
 mod geometry;
 mod orient;
@@ -407,20 +407,30 @@ fn render(
     } else {
         pad(&rgb, (iw, ih), (ow, oh), plan.offset)
     };
-    let mut jpeg = Vec::with_capacity(ow as usize * oh as usize / 4);
-    // The crate's chroma choice: 4:4:4 from quality 90 up, 4:2:0 below (libvips' convention).
-    // 4:2:0 would halve the encoder's work, but costs small outputs of colourful sources ~4 dB
-    // (tests/image.rs: 26.7 dB at 80x48), so the fidelity default stays.
-    let encoder = jpeg_encoder::Encoder::new(&mut jpeg, quality);
-    encoder
-        .encode(
-            &rgb,
-            u16::try_from(ow).map_err(|e| internal(&e))?,
-            u16::try_from(oh).map_err(|e| internal(&e))?,
-            jpeg_encoder::ColorType::Rgb,
-        )
-        .map_err(|e| internal(&e))?;
+    let jpeg = encode(&rgb, (ow, oh), quality).map_err(|e| internal(&e))?;
     Ok((ow, oh, jpeg))
+}
+
+/// Baseline JPEG of an RGB buffer with libjpeg-turbo's standard tables (mozjpeg's "fastest"
+/// profile: no trellis, no progressive scans, no second pass). Chroma is 4:4:4 from quality 90
+/// up and 4:2:0 below (libvips' convention): 4:2:0 would halve the encoding work, but costs
+/// small outputs of colourful sources ~4 dB (tests/image.rs: 26.7 dB at 80x48).
+fn encode(rgb: &[u8], (width, height): (u32, u32), quality: u8) -> Result<Vec<u8>, String> {
+    // libjpeg reports errors by unwinding through the crate (never expected for a well-formed
+    // buffer); catching it keeps a bug here an error for one image, not a crash.
+    std::panic::catch_unwind(|| {
+        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        c.set_fastest_defaults();
+        c.set_size(width as usize, height as usize);
+        c.set_quality(f32::from(quality));
+        let px = if quality >= 90 { 1 } else { 2 };
+        c.set_chroma_sampling_pixel_sizes((px, px), (px, px));
+        let mut started = c.start_compress(Vec::with_capacity(rgb.len() / 8 + 1024))?;
+        started.write_scanlines(rgb)?;
+        started.finish()
+    })
+    .map_err(|_| "the JPEG encoder failed".to_string())?
+    .map_err(|e| format!("the JPEG encoder failed: {e}"))
 }
 
 /// Resizes through the typed API: only the two pixel types qp decodes to are compiled in, where
