@@ -278,3 +278,27 @@ fn truncations_and_corruptions_never_panic() {
         }
     }
 }
+
+/// Letterbox bars are black whichever decoder produced the picture.
+#[test]
+fn pad_bars_are_black_from_both_decoders() {
+    let data = fixture_bytes("baseline_420.jpg");
+    // 224: decoded at reduced scale (src/image/scaled.rs); 1280: enlarged from zune-jpeg's
+    // full-scale decode.
+    for side in [224, 1280] {
+        let out = image::process(&data, &spec(Mode::Pad, &[(side, side)])).unwrap();
+        let (w, h, channels, px) = decode(&out[0].jpeg);
+        assert_eq!((w, h, channels), (side, side, 3));
+        // The fixture is landscape: the bars are the top and bottom rows.
+        for y in [0, h - 1] {
+            for x in 0..w {
+                let i = ((y * w + x) * 3) as usize;
+                assert!(
+                    px[i..i + 3].iter().all(|&v| v <= 4),
+                    "{side}: pixel ({x}, {y}) is {:?}, not black",
+                    &px[i..i + 3]
+                );
+            }
+        }
+    }
+}
