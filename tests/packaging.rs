@@ -386,8 +386,10 @@ impl BuildRun {
 }
 
 const STUB: &str = r#"#!/bin/sh
-# Stand-in: records its command line, then plays its part.
-{ printf '%s' "$(basename "$0")"; for a in "$@"; do printf ' %s' "$a"; done; echo; } >> "$QP_STUB_LOG"
+# Stand-in: records its command line (in one write: piped stand-ins must not interleave),
+# then plays its part.
+line="$(basename "$0")"; for a in "$@"; do line="$line $a"; done
+printf '%s\n' "$line" >> "$QP_STUB_LOG"
 case "$(basename "$0") $1 $2" in
   "aws ecr get-login-password") echo fake-token ;;
   "aws ecr describe-images") [ -n "$QP_STUB_IMAGE_EXISTS" ] || exit 254 ;;
