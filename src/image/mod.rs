@@ -171,21 +171,44 @@ fn process_inner(data: &[u8], spec: &ResizeSpec) -> Result<Vec<Resized>, ImageEr
     let denom = geometry::decode_denominator(width, height, &spec.sizes, spec.mode);
     let decoded = decode(data, &header, denom, spec.max_pixels)?;
     let pixels = orient::apply(decoded, header.orientation);
-    let mut resizer = fr::Resizer::new();
-    spec.sizes
-        .iter()
-        .map(|&size| {
-            let plan = Plan::new(spec.mode, (width, height), size);
-            render(&mut resizer, &pixels, (width, height), &plan, spec.quality).map(
-                |(w, h, jpeg)| Resized {
-                    size,
-                    width: w,
-                    height: h,
-                    jpeg,
-                },
-            )
-        })
-        .collect()
+    with_resizer(|resizer| {
+        spec.sizes
+            .iter()
+            .map(|&size| {
+                let plan = Plan::new(spec.mode, (width, height), size);
+                render(resizer, &pixels, (width, height), &plan, spec.quality).map(
+                    |(w, h, jpeg)| Resized {
+                        size,
+                        width: w,
+                        height: h,
+                        jpeg,
+                    },
+                )
+            })
+            .collect()
+    })
+}
+
+/// Runs `f` with this thread's resizer. Kept from image to image, its scratch buffer is
+/// allocated and cleared once instead of per image; one grown by a big image is freed after
+/// it, so a thread never holds more than `KEEP` bytes between images.
+fn with_resizer<T>(f: impl FnOnce(&mut fr::Resizer) -> T) -> T {
+    const KEEP: usize = 4 << 20;
+    thread_local! {
+        static RESIZER: std::cell::RefCell<fr::Resizer> = std::cell::RefCell::new(fr::Resizer::new());
+    }
+    RESIZER.with(|cell| {
+        // A panic in `f` (caught by `process`) leaves the RefCell borrowed-then-released, but
+        // try_borrow_mut guards against re-entry all the same.
+        let Ok(mut resizer) = cell.try_borrow_mut() else {
+            return f(&mut fr::Resizer::new());
+        };
+        let out = f(&mut resizer);
+        if resizer.size_of_internal_buffers() > KEEP {
+            resizer.reset_internal_buffers();
+        }
+        out
+    })
 }
 
 /// Decoded pixels: interleaved, 1 (gray) or 3 (RGB) channels.
