@@ -198,8 +198,7 @@ fn with_resizer<T>(f: impl FnOnce(&mut fr::Resizer) -> T) -> T {
         static RESIZER: std::cell::RefCell<fr::Resizer> = std::cell::RefCell::new(fr::Resizer::new());
     }
     RESIZER.with(|cell| {
-        // A panic in `f` (caught by `process`) leaves the RefCell borrowed-then-released, but
-        // try_borrow_mut guards against re-entry all the same.
+        // Nothing in `f` calls back into here; were it ever to, a fresh resizer beats a panic.
         let Ok(mut resizer) = cell.try_borrow_mut() else {
             return f(&mut fr::Resizer::new());
         };

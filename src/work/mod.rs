@@ -85,8 +85,9 @@ impl Summary {
 }
 
 /// Async threads for `cpus` CPUs: half of them, 1 to 4. They only drive requests (most of a
-/// request's time is the network's); fewer threads hand work between them less often, which
-/// measurably cut the CPU per image (bench/work.sh), while the CPU pool gets every CPU.
+/// request's time is the network's), and fewer threads hand tasks between them less often,
+/// while the CPU pool gets every CPU. (bench/work.sh could not tell this from `cpus.min(4)` on
+/// 2 shared vCPUs: the difference was inside its run-to-run noise.)
 fn io_threads(cpus: usize) -> usize {
     cpus.div_ceil(2).clamp(1, 4)
 }
