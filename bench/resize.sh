@@ -53,4 +53,18 @@ for corpus in photos small; do
 done
 echo
 awk -v p1="$t_photos_1" -v p2="$(eval echo \$t_photos_$cpus)" -v s1="$t_small_1" -v s2="$(eval echo \$t_small_$cpus)" -v c="$cpus" \
-  'BEGIN { printf "qp scaling 1 -> %d threads: photos %.2fx, small %.2fx (goal >= 1.8x)\n", c, p1 / p2, s1 / s2 }'
+  'BEGIN { printf "qp scaling 1 -> %d threads, from the table: photos %.2fx, small %.2fx\n", c, p1 / p2, s1 / s2 }'
+
+# The goal figures. The table's runs of one tool and the next are seconds apart, and on shared
+# vCPUs a neighbour's load can change in between; bench/paired.py alternates the two commands
+# of a ratio and prints the median of the per-pair ratios.
+pairs=$((runs * 2 + 1))
+for corpus in photos small; do
+  dir="$here/corpus/$corpus"
+  qp1=("$qp" resize --mode fit --size 224x224 --jobs 1 --out "$work/out" "$dir")
+  "$python" "$here/paired.py" "$pairs" "$work/out" "$corpus, 1 thread, qp time / Pillow time" \
+    -- "${qp1[@]}" -- "$python" "$here/pillow_thumbnail.py" 1 "$work/out" "$dir"/*.jpg
+  "$python" "$here/paired.py" "$pairs" "$work/out" "$corpus, qp 1 thread time / $cpus threads time (scaling)" \
+    -- "${qp1[@]}" -- "$qp" resize --mode fit --size 224x224 --jobs "$cpus" --out "$work/out" "$dir"
+done
+echo "goals (1 thread): photos <= 0.75x Pillow, small <= 0.25x Pillow; scaling >= 1.8x"

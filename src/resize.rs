@@ -19,7 +19,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 
 use crate::cli::ResizeArgs;
 use crate::config;
@@ -35,6 +34,8 @@ pub struct Job {
     /// The input with links resolved, to refuse overwriting it.
     pub real: PathBuf,
     pub rel: PathBuf,
+    /// Input size in bytes: the proxy for its cost when ordering the work.
+    pub bytes: u64,
 }
 
 /// The outcome of planning: jobs to run, and inputs that failed before running (missing paths).
@@ -65,38 +66,45 @@ pub fn run(args: ResizeArgs) -> Result<ExitCode> {
             rel.display()
         );
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build()
-        .context("starting worker threads")?;
     let bar = progress_bar(plan.jobs.len());
     let started = Instant::now();
     let bytes_out = AtomicUsize::new(0);
+    let ok = AtomicUsize::new(0);
     let report =
         |path: &Path, cause: &str| bar.suspend(|| eprintln!("{}: {cause}", path.display()));
     for (path, cause) in &plan.failures {
         report(path, cause);
     }
     let dirs = OutDirs::new(out);
-    let ok = pool.install(|| {
-        plan.jobs
-            .par_iter()
-            .filter(|job| {
-                let result = process_file(job, &dirs, &spec);
-                bar.inc(1);
-                match result {
-                    Ok(n) => {
-                        bytes_out.fetch_add(n, Ordering::Relaxed);
-                        true
-                    }
-                    Err(e) => {
-                        report(&job.input, &format!("{e:#}"));
-                        false
-                    }
+    let order = largest_first(&plan.jobs);
+    let next = AtomicUsize::new(0);
+    let worker = || {
+        while let Some(job) = order
+            .get(next.fetch_add(1, Ordering::Relaxed))
+            .map(|&i| &plan.jobs[i])
+        {
+            let result = process_file(job, &dirs, &spec);
+            bar.inc(1);
+            match result {
+                Ok(n) => {
+                    bytes_out.fetch_add(n, Ordering::Relaxed);
+                    ok.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-            .count()
-    });
+                Err(e) => report(&job.input, &format!("{e:#}")),
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        // No more threads than files: a thread with nothing to do only costs its start.
+        for i in 0..jobs.clamp(1, plan.jobs.len().max(1)) {
+            std::thread::Builder::new()
+                .name(format!("qp-resize-{i}"))
+                .spawn_scoped(s, worker)
+                .context("starting worker threads")?;
+        }
+        anyhow::Ok(())
+    })?;
+    let ok = ok.into_inner();
     bar.finish_and_clear();
     let failed = plan.jobs.len() - ok + plan.failures.len();
     let secs = started.elapsed().as_secs_f64();
@@ -134,7 +142,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
     let mut plan = Plan::default();
     let mut taken: HashSet<PathBuf> = HashSet::new();
     let mut seen_inputs: HashSet<PathBuf> = HashSet::new();
-    let mut push = |plan: &mut Plan, input: PathBuf, real: PathBuf, rel: PathBuf| {
+    let mut push = |plan: &mut Plan, input: PathBuf, real: PathBuf, rel: PathBuf, bytes: u64| {
         // The same file named twice (or reached through two arguments) is converted once.
         if !seen_inputs.insert(real.clone()) {
             return;
@@ -148,6 +156,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
             input,
             real,
             rel: unique,
+            bytes,
         });
     };
     for input in inputs {
@@ -171,16 +180,18 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
                         Ok(e) if e.file_type().is_file() && has_jpeg_extension(e.path()) => {
                             let rel = e.path().strip_prefix(input).unwrap_or(e.path());
                             let real = real_dir.join(rel);
-                            push(&mut plan, e.path().to_path_buf(), real, rel.to_path_buf());
+                            let bytes = e.metadata().map_or(0, |m| m.len());
+                            let path = e.path().to_path_buf();
+                            push(&mut plan, path, real, rel.to_path_buf(), bytes);
                         }
                         Ok(_) => {}
                     }
                 }
             }
-            Ok(_) => match input.file_name() {
+            Ok(m) => match input.file_name() {
                 Some(name) => {
                     let real = input.canonicalize().unwrap_or_else(|_| input.clone());
-                    push(&mut plan, input.clone(), real, PathBuf::from(name))
+                    push(&mut plan, input.clone(), real, PathBuf::from(name), m.len())
                 }
                 None => plan
                     .failures
@@ -189,6 +200,15 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
         }
     }
     plan
+}
+
+/// The order to convert the jobs in: largest input first (ties in plan order). Threads take the
+/// next job as they finish one, so a large image is never the one left running alone at the end
+/// while the other threads idle; file size stands in for decode time.
+fn largest_first(jobs: &[Job]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].bytes));
+    order
 }
 
 fn is_same(a: &Path, b: &Path) -> bool {
@@ -348,5 +368,18 @@ mod tests {
         for no in ["a.png", "b", "c.jpg.txt"] {
             assert!(!has_jpeg_extension(Path::new(no)), "{no}");
         }
+    }
+
+    #[test]
+    fn largest_inputs_are_converted_first_and_ties_keep_plan_order() {
+        let job = |name: &str, bytes| Job {
+            input: PathBuf::from(name),
+            real: PathBuf::from(name),
+            rel: PathBuf::from(name),
+            bytes,
+        };
+        let jobs = [job("a", 10), job("b", 300), job("c", 10), job("d", 20)];
+        assert_eq!(largest_first(&jobs), vec![1, 3, 0, 2]);
+        assert!(largest_first(&[]).is_empty());
     }
 }
