@@ -184,6 +184,23 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
                             let path = e.path().to_path_buf();
                             push(&mut plan, path, real, rel.to_path_buf(), bytes);
                         }
+                        // A link to a file is converted under the link's name (datasets are
+                        // often link farms); links to directories are not followed, so a walk
+                        // never loops. A dangling link is a failure of its own.
+                        Ok(e) if e.path_is_symlink() && has_jpeg_extension(e.path()) => {
+                            let rel = e.path().strip_prefix(input).unwrap_or(e.path());
+                            let path = e.path().to_path_buf();
+                            match std::fs::metadata(&path) {
+                                Ok(m) if m.is_file() => {
+                                    let real = path.canonicalize().unwrap_or_else(|_| path.clone());
+                                    push(&mut plan, path, real, rel.to_path_buf(), m.len());
+                                }
+                                Ok(_) => {}
+                                Err(err) => {
+                                    plan.failures.push((path, format!("link target: {err}")))
+                                }
+                            }
+                        }
                         Ok(_) => {}
                     }
                 }

@@ -163,6 +163,33 @@ fn never_overwrites_an_input_nor_walks_its_own_output() {
 
 #[cfg(unix)]
 #[test]
+fn links_to_files_in_a_walked_directory_are_converted_and_dangling_ones_reported() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempdir();
+    let store = tmp.path().join("store");
+    let src = tmp.path().join("in");
+    fs::create_dir_all(&store).unwrap();
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::copy(fixture("baseline_420.jpg"), store.join("a.jpg")).unwrap();
+    fs::copy(fixture("baseline_444.jpg"), src.join("sub/b.jpg")).unwrap();
+    symlink(store.join("a.jpg"), src.join("linked.jpg")).unwrap();
+    symlink(store.join("gone.jpg"), src.join("dangling.jpg")).unwrap();
+    // A link back up the tree: not followed, so the walk ends.
+    symlink(&src, src.join("sub/loop")).unwrap();
+    let out = tmp.path().join("out");
+    let o = run(qp().arg("resize").arg(&src).arg("--out").arg(&out));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(dims(&out.join("linked.jpg")), (224, 224));
+    assert_eq!(dims(&out.join("sub/b.jpg")), (224, 224));
+    assert!(!out.join("sub/loop").exists());
+    let err = stderr(&o);
+    assert!(err.contains("dangling.jpg: link target"), "{err}");
+    assert!(err.contains("2 ok, 1 failed"), "{err}");
+    assert!(store.join("a.jpg").exists() && !out.join("dangling.jpg").exists());
+}
+
+#[cfg(unix)]
+#[test]
 fn a_link_inside_out_cannot_lead_outside_it() {
     let tmp = tempdir();
     let src = tmp.path().join("in");
