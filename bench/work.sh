@@ -33,9 +33,11 @@ done
 
 # Three source buckets, each notifying its own queue; the same n images uploaded to each: qp with
 # its defaults, qp with the Python worker's output settings (quality 75, hence 4:2:0), Python.
-"$python" - "$here/corpus/small" "$n" <<'PY'
-import os, sys, boto3
-corpus, n = sys.argv[1], int(sys.argv[2])
+# The same files are also copied to $log_dir/in, for the image-only run at the end.
+log_dir="$(mktemp -d)"
+"$python" - "$here/corpus/small" "$n" "$log_dir/in" <<'PY'
+import os, shutil, sys, boto3
+corpus, n, local = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 s3, sqs = boto3.client("s3"), boto3.client("sqs")
 files = sorted(os.listdir(corpus))
 files = (files * (n // len(files) + 1))[:n]
@@ -49,6 +51,9 @@ for who in ("qp", "q75", "py"):
     for i, f in enumerate(files):
         with open(os.path.join(corpus, f), "rb") as fh:
             s3.put_object(Bucket=f"src-{who}", Key=f"bench/{i:05d}/{f}", Body=fh.read())
+os.makedirs(local)
+for i, f in enumerate(files):
+    shutil.copyfile(os.path.join(corpus, f), os.path.join(local, f"{i:05d}-{f}"))
 print(f"bench: {n} images uploaded three times", file=sys.stderr)
 PY
 queue_url() { "$python" -c "import boto3; print(boto3.client('sqs').get_queue_url(QueueName='$1')['QueueUrl'])"; }
@@ -67,31 +72,31 @@ print(f"{wall:.3f} {ru.ru_utime + ru.ru_stime:.3f} {ru.ru_maxrss} {ru.ru_stime:.
 PY
 }
 
+# qp work on the queue q-WHO into bucket dst-WHO, with extra settings as VAR=value arguments;
+# prints measure's line.
+qp_work() {
+  local who=$1; shift
+  (
+    export BENCH_LOG="$log_dir/$who.log" QP_QUEUE_URL="$(queue_url "q-$who")" QP_DEST_BUCKET="dst-$who" \
+      QP_S3_FORCE_PATH_STYLE=true QP_IDLE_TIMEOUT_SECS=1 QP_MODE=fit QP_LOG_FORMAT=json "$@"
+    measure "$qp" work
+  )
+}
+
 count() { "$python" -c "
 import boto3
 p = boto3.client('s3').get_paginator('list_objects_v2')
 print(sum(len(page.get('Contents', [])) for page in p.paginate(Bucket='$1')))"; }
 
-log_dir="$(mktemp -d)"
 echo "bench: qp work ($("$qp" --version), mode fit 224x224 like Pillow's thumbnail)" >&2
-read -r qp_wall qp_cpu qp_rss qp_sys < <(BENCH_LOG="$log_dir/qp.log" QP_QUEUE_URL="$(queue_url q-qp)" \
-  QP_DEST_BUCKET=dst-qp QP_S3_FORCE_PATH_STYLE=true QP_IDLE_TIMEOUT_SECS=1 QP_MODE=fit \
-  QP_LOG_FORMAT=json measure "$qp" work)
+read -r qp_wall qp_cpu qp_rss qp_sys < <(qp_work qp)
 echo "bench: qp work at quality 75 (4:2:0), the Python worker's output settings" >&2
-read -r q75_wall q75_cpu q75_rss _ < <(BENCH_LOG="$log_dir/q75.log" QP_QUEUE_URL="$(queue_url q-q75)" \
-  QP_DEST_BUCKET=dst-q75 QP_S3_FORCE_PATH_STYLE=true QP_IDLE_TIMEOUT_SECS=1 QP_MODE=fit \
-  QP_QUALITY=75 QP_LOG_FORMAT=json measure "$qp" work)
+read -r q75_wall q75_cpu q75_rss _ < <(qp_work q75 QP_QUALITY=75)
 echo "bench: serial Python worker (boto3 + Pillow)" >&2
 read -r py_wall py_cpu py_rss _ < <(BENCH_LOG="$log_dir/py.log" \
   measure "$python" "$here/work_python.py" "$(queue_url q-py)" dst-py processed)
 # The floor under qp work's CPU: the same image work alone, on the same files, no network.
 echo "bench: qp resize --jobs 1 on the same files (image work alone)" >&2
-mkdir -p "$log_dir/in"
-ls "$here/corpus/small" | sort | "$python" -c "
-import itertools, os, shutil, sys
-names = [l.strip() for l in sys.stdin]
-for i, f in zip(range($n), itertools.cycle(names)):
-    shutil.copyfile(os.path.join('$here/corpus/small', f), os.path.join('$log_dir/in', f'{i:05d}-{f}'))"
 read -r _ img_cpu _ _ < <(BENCH_LOG="$log_dir/resize.log" \
   measure "$qp" resize --mode fit --jobs 1 --out "$log_dir/out" "$log_dir/in")
 grep -q "^qp: $n ok, 0 failed" "$log_dir/resize.log" || {
@@ -100,7 +105,7 @@ qp_out="$(count dst-qp)"; q75_out="$(count dst-q75)"; py_out="$(count dst-py)"
 [ "$qp_out" = "$n" ] && [ "$q75_out" = "$n" ] && [ "$py_out" = "$n" ] || {
   echo "bench: expected $n outputs each, got qp=$qp_out qp-q75=$q75_out python=$py_out (logs in $log_dir)" >&2; exit 1; }
 
-# Both end with one empty poll of 1 s: not part of the throughput.
+# Each worker ends with one empty poll of 1 s: not part of the throughput.
 "$python" - "$n" "$qp_wall" "$qp_cpu" "$qp_rss" "$q75_wall" "$q75_cpu" "$q75_rss" "$py_wall" "$py_cpu" "$py_rss" "$qp_sys" "$img_cpu" "$(nproc)" <<'PY'
 import sys
 n = int(sys.argv[1]); qw, qc, qr, sw, sc, sr, pw, pc, pr, qs, ic = map(float, sys.argv[2:13]); cpus = sys.argv[13]

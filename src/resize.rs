@@ -165,7 +165,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
             Ok(m) if m.is_dir() => {
                 // Entries are reached without following links, so each one's real path is the
                 // directory's plus the relative path: one canonicalize per argument, not per file.
-                let real_dir = input.canonicalize().unwrap_or_else(|_| input.clone());
+                let real_dir = real_path(input);
                 let walker = walkdir::WalkDir::new(input)
                     .follow_links(false)
                     .sort_by_file_name()
@@ -192,7 +192,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
                             let path = e.path().to_path_buf();
                             match std::fs::metadata(&path) {
                                 Ok(m) if m.is_file() => {
-                                    let real = path.canonicalize().unwrap_or_else(|_| path.clone());
+                                    let real = real_path(&path);
                                     push(&mut plan, path, real, rel.to_path_buf(), m.len());
                                 }
                                 Ok(_) => {}
@@ -207,7 +207,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
             }
             Ok(m) => match input.file_name() {
                 Some(name) => {
-                    let real = input.canonicalize().unwrap_or_else(|_| input.clone());
+                    let real = real_path(input);
                     push(&mut plan, input.clone(), real, PathBuf::from(name), m.len())
                 }
                 None => plan
@@ -226,6 +226,11 @@ fn largest_first(jobs: &[Job]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(jobs[i].bytes));
     order
+}
+
+/// `path` with links resolved, or as given when that fails (it is then only a name to compare).
+fn real_path(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn is_same(a: &Path, b: &Path) -> bool {
