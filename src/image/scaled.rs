@@ -1088,7 +1088,6 @@ impl Decoder {
         }
         let denom = 8 / n;
         let (ow, oh) = (frame.width.div_ceil(denom), frame.height.div_ceil(denom));
-        let mut pixels = vec![0u8; ow * oh * if frame.comps.len() == 1 { 1 } else { 4 }];
         let rows: Vec<RowSource> = frame
             .comps
             .iter()
@@ -1102,6 +1101,7 @@ impl Decoder {
             })
             .collect();
         if let [gray] = rows.as_slice() {
+            let mut pixels = vec![0u8; ow * oh];
             let mut tmp = Vec::new();
             for (y, out) in pixels.chunks_exact_mut(ow).enumerate() {
                 out.copy_from_slice(gray.row(y, ow, &mut tmp)?);
@@ -1119,6 +1119,7 @@ impl Decoder {
         // As libjpeg: JFIF means YCbCr, else Adobe's transform flag, else the component ids.
         let ids: Vec<u8> = frame.comps.iter().map(|c| c.id).collect();
         let rgb = !self.jfif && self.adobe.map_or(ids == b"RGB", |t| t == 0);
+        let mut pixels = vec![0u8; ow * oh * 4];
         let (mut t0, mut t1, mut t2) = (Vec::new(), Vec::new(), Vec::new());
         for (y, out) in pixels.chunks_exact_mut(ow * 4).enumerate() {
             let (r0, r1, r2) = (
@@ -1556,7 +1557,7 @@ impl RowSource<'_> {
 /// JFIF YCbCr to RGBX. Four bytes a pixel store as whole lanes, and the arithmetic is 16-bit
 /// (each product's high half, as libjpeg-turbo's SIMD code does it), so that this vectorizes
 /// 8 pixels at a time even on SSE2; RGB with 32-bit arithmetic was 6% of a small image's time.
-/// Within 1 of libjpeg's rounding.
+/// Within 1 of the exact conversion (libjpeg's own fixed point is within 1 of it too).
 fn ycc_to_rgbx(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) {
     // (a * b) >> 16: the high half of a 16-bit product.
     fn high(a: i16, b: i16) -> i16 {
