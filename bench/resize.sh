@@ -11,20 +11,13 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 runs="${1:-5}"
-python="${QP_PYTHON:-${QP_VENV:-$HOME/.cache/qp-venv}/bin/python}"
-[ -x "$python" ] || python=python3
-"$here/corpus.sh"
-# QP_BIN=dist/qp measures the shipped static binary (scripts/build-static) instead.
-if [ -z "${QP_BIN:-}" ]; then (cd "$root" && cargo build --release --quiet); fi
-qp="${QP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/qp}"
+source "$here/common.sh"
 cpus=$(nproc)
-# Outputs (every tool's) go to a tmpfs when there is one: the runs delete and recreate hundreds of
-# files, and on a journal-less ext4 (as here) each new inode is then found by skipping every one
-# deleted in the last minute (ext4's recently_deleted()), a file-system cost that grows with each
-# run and dwarfed the image work. QP_BENCH_TMP picks another place.
-tmp="${QP_BENCH_TMP:-}"
-[ -n "$tmp" ] || { [ -d /dev/shm ] && [ -w /dev/shm ] && tmp=/dev/shm; } || tmp="${TMPDIR:-/tmp}"
-work=$(mktemp -d "$tmp/qp-bench.XXXXXX"); trap 'rm -rf "$work"' EXIT
+# The inputs are read from $work too. Files on disk may not stay in the page cache between runs
+# (this VM's DAMON pages out file pages unused for ~60 s): a run then waits on the disk, and a
+# wait costs a two-thread run twice what it costs a one-thread run, as it idles half the
+# machine. bench/resize_cold.sh measures reading from disk on purpose.
+cp -r "$here/corpus/photos" "$here/corpus/small" "$work/"
 
 # median seconds of a command over $runs runs (one warm-up): on shared vCPUs a run now and then
 # loses its CPU to a neighbour, and the median ignores that where the mean does not
@@ -36,7 +29,7 @@ measure() {
 
 printf '%-7s %-3s %-15s %9s %9s %10s\n' corpus thr tool seconds images/s "qp/tool"
 for corpus in photos small; do
-  dir="$here/corpus/$corpus"
+  dir="$work/$corpus"
   n=$(ls "$dir" | wc -l)
   for jobs in 1 "$cpus"; do
     declare -A t=()
@@ -57,10 +50,11 @@ awk -v p1="$t_photos_1" -v p2="$(eval echo \$t_photos_$cpus)" -v s1="$t_small_1"
 
 # The goal figures. The table's runs of one tool and the next are seconds apart, and on shared
 # vCPUs a neighbour's load can change in between; bench/paired.py alternates the two commands
-# of a ratio and prints the median of the per-pair ratios.
-pairs=$((runs * 2 + 1))
+# of a ratio and prints the median of the per-pair ratios. Single pairs range over +-20% here:
+# 31 of them (5 runs) put the median within a few percent.
+pairs=$((runs * 6 + 1))
 for corpus in photos small; do
-  dir="$here/corpus/$corpus"
+  dir="$work/$corpus"
   qp1=("$qp" resize --mode fit --size 224x224 --jobs 1 --out "$work/out" "$dir")
   "$python" "$here/paired.py" "$pairs" "$work/out" "$corpus, 1 thread, qp time / Pillow time" \
     -- "${qp1[@]}" -- "$python" "$here/pillow_thumbnail.py" 1 "$work/out" "$dir"/*.jpg

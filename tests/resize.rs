@@ -15,9 +15,24 @@ fn dims(path: &Path) -> (u32, u32) {
 
 #[test]
 fn a_batch_with_bad_files_converts_the_rest_and_exits_1() {
+    batch_with_bad_files(&[]);
+}
+
+/// One thread and more files: the read-ahead opens the files and hands them over.
+#[test]
+fn a_batch_read_ahead_of_one_thread_converts_the_same() {
+    batch_with_bad_files(&["--jobs", "1"]);
+}
+
+fn batch_with_bad_files(args: &[&str]) {
     let tmp = tempdir();
     let out = tmp.path().join("out");
-    let o = run(qp().arg("resize").arg(fixtures()).arg("--out").arg(&out));
+    let o = run(qp()
+        .arg("resize")
+        .arg(fixtures())
+        .args(args)
+        .arg("--out")
+        .arg(&out));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     for name in good_fixtures() {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# qp resize on inputs read from the disk (page cache dropped before each run) against the same
+# run with the inputs cached, 1 thread and all threads, on bench/corpus (bench/corpus.sh).
+# What a first run over a folder of photos costs, and what qp's read-ahead hides of it.
+# Run by hand: bench/resize_cold.sh [pairs]
+#   env QP_BIN: the qp binary (default: a release build of this tree)
+#       QP_BIN_BASE: another build; then each line is QP_BIN cold / QP_BIN_BASE cold instead
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$here")"
+pairs="${1:-7}"
+source "$here/common.sh"
+for corpus in photos small; do
+  for jobs in 1 "$(nproc)"; do
+    "$python" "$here/cold.py" "$pairs" "$work/out" "$here/corpus/$corpus" "$jobs" "$qp" ${QP_BIN_BASE:+"$QP_BIN_BASE"}
+  done
+done
