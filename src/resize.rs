@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
-use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -379,19 +378,26 @@ impl Drop for Stop<'_, '_> {
 /// thread that converts it opens it again and reports the error) and for anything but a
 /// regular file: opened non-blocking so that a FIFO named as an input cannot hang this.
 fn advise(path: &Path) -> Option<File> {
-    use rustix::fs::{Advice, FileType, Mode, OFlags};
+    use rustix::fs::{FileType, Mode, OFlags};
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
     let fd = rustix::fs::open(path, flags, Mode::empty()).ok()?;
     let stat = rustix::fs::fstat(&fd).ok()?;
     if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
         return None;
     }
-    let len = u64::try_from(stat.st_size).ok()?;
-    let mut offset = 0;
-    while offset < len {
-        let piece = (len - offset).min(ReadAhead::PIECE);
-        rustix::fs::fadvise(&fd, offset, NonZeroU64::new(piece), Advice::WillNeed).ok()?;
-        offset += piece;
+    // Linux (what qp ships for) has posix_fadvise, macOS has not: there, files are only
+    // opened ahead.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    {
+        use rustix::fs::Advice;
+        use std::num::NonZeroU64;
+        let len = u64::try_from(stat.st_size).ok()?;
+        let mut offset = 0;
+        while offset < len {
+            let piece = (len - offset).min(ReadAhead::PIECE);
+            rustix::fs::fadvise(&fd, offset, NonZeroU64::new(piece), Advice::WillNeed).ok()?;
+            offset += piece;
+        }
     }
     Some(File::from(fd))
 }
