@@ -11,7 +11,15 @@ root="$(dirname "$here")"
 pairs="${1:-7}"
 source "$here/common.sh"
 for corpus in photos small; do
+  dir="$here/corpus/$corpus"
   for jobs in 1 "$(nproc)"; do
-    "$python" "$here/cold.py" "$pairs" "$work/out" "$here/corpus/$corpus" "$jobs" "$qp" ${QP_BIN_BASE:+"$QP_BIN_BASE"}
+    cmd=(resize --mode fit --size 224x224 --jobs "$jobs" --out "$work/out" "$dir")
+    if [ -n "${QP_BIN_BASE:-}" ]; then
+      "$python" "$here/paired.py" "$pairs" "$work/out" "$corpus, $jobs thread(s), QP_BIN cold / QP_BIN_BASE cold" \
+        --uncache-a "$dir" --uncache-b "$dir" -- "$qp" "${cmd[@]}" -- "$QP_BIN_BASE" "${cmd[@]}"
+    else
+      "$python" "$here/paired.py" "$pairs" "$work/out" "$corpus, $jobs thread(s), cold / cached" \
+        --uncache-a "$dir" -- "$qp" "${cmd[@]}" -- "$qp" "${cmd[@]}"
+    fi
   done
 done

@@ -649,13 +649,15 @@ mod tests {
         let next = AtomicUsize::new(0);
         let ahead = ReadAhead::new(&jobs, &order, &next);
         let filled = |k: usize| ahead.opened[k].lock().unwrap().is_some();
-        let wait_for = |k: usize| {
+        // Waits up to 10 s for `done`, failing with `what` after that.
+        let eventually = |done: &dyn Fn() -> bool, what: &str| {
             let until = Instant::now() + std::time::Duration::from_secs(10);
-            while !filled(k) {
-                assert!(Instant::now() < until, "position {k} was never opened");
+            while !done() {
+                assert!(Instant::now() < until, "{what}");
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         };
+        let wait_for = |k: usize| eventually(&|| filled(k), &format!("position {k} never opened"));
         std::thread::scope(|s| {
             let handle = s.spawn(|| ahead.run());
             ahead.thread.set(handle.thread().clone()).unwrap();
@@ -682,11 +684,7 @@ mod tests {
             }
             // The thread's last look, past the end: the read-ahead ends by itself.
             ahead.taken(next.fetch_add(1, Ordering::Relaxed));
-            let until = Instant::now() + std::time::Duration::from_secs(10);
-            while !handle.is_finished() {
-                assert!(Instant::now() < until, "the read-ahead did not end");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            eventually(&|| handle.is_finished(), "the read-ahead did not end");
         });
         assert!((0..n).all(|k| !filled(k)), "a file left open");
     }
