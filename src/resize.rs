@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -403,12 +403,23 @@ fn advise(path: &Path) -> Option<File> {
 }
 
 /// The whole of `file` (`len`: its expected size), refusing politely if that much memory
-/// cannot be had.
-fn read_all(mut file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+/// cannot be had. Room for one byte more than planned, so a file of the planned size takes
+/// two `read`s and nothing else (`read_to_end` first asks the size again: `fstat`, `lseek`).
+fn read_all(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+    use rustix::buffer::spare_capacity;
     let mut data = Vec::new();
-    data.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX))?;
-    file.read_to_end(&mut data)?;
-    Ok(data)
+    data.try_reserve_exact(usize::try_from(len).unwrap_or(usize::MAX).saturating_add(1))?;
+    loop {
+        if data.len() == data.capacity() {
+            // It grew since it was planned.
+            data.try_reserve(data.len())?;
+        }
+        match rustix::io::read(file, spare_capacity(&mut data)) {
+            Ok(0) => return Ok(data),
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// `path` with links resolved, or as given when that fails (it is then only a name to compare).
@@ -481,6 +492,8 @@ struct OutDirs {
     out: PathBuf,
     /// Output directory as named -> the same with links resolved (known to be inside `out`).
     checked: Mutex<HashMap<PathBuf, PathBuf>>,
+    /// In temporary names (asked once: under musl each `getpid` is a system call).
+    pid: u32,
 }
 
 impl OutDirs {
@@ -488,6 +501,7 @@ impl OutDirs {
         OutDirs {
             out,
             checked: Mutex::new(HashMap::new()),
+            pid: std::process::id(),
         }
     }
 
@@ -533,10 +547,14 @@ impl OutDirs {
         }
         let mut tmp_name = OsString::from(".");
         tmp_name.push(file_name);
-        tmp_name.push(format!(".qp-{}.tmp", std::process::id()));
+        tmp_name.push(format!(".qp-{}.tmp", self.pid));
         let tmp = real_parent.join(tmp_name);
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            // rustix's open, not std's: musl follows every O_CLOEXEC open with an fcntl (for
+            // kernels before 2.6.23), a system call per output.
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC;
+            let mut f = File::from(rustix::fs::open(&tmp, flags, Mode::from_raw_mode(0o666))?);
             f.write_all(bytes)?;
             std::fs::rename(&tmp, &real_dest)
         };
@@ -620,6 +638,32 @@ mod tests {
             "the next file is always due, however large"
         );
         assert!(ahead.due(3, 10), "already taken: passed over");
+    }
+
+    /// The plan's size is a hint: a file that grew or shrank since is read as it is now.
+    #[test]
+    fn read_all_reads_the_file_as_it_is_not_as_planned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jpg");
+        let contents: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &contents).unwrap();
+        for planned in [0, 1, 99_999, 100_000, 100_001, 1 << 20] {
+            let file = File::open(&path).unwrap();
+            let data = read_all(&file, planned).unwrap();
+            assert!(
+                data == contents,
+                "planned {planned}: read {} bytes",
+                data.len()
+            );
+        }
+        std::fs::write(&path, b"").unwrap();
+        assert!(
+            read_all(&File::open(&path).unwrap(), 10)
+                .unwrap()
+                .is_empty()
+        );
+        let too_much = read_all(&File::open(&path).unwrap(), u64::MAX).unwrap_err();
+        assert_eq!(too_much.kind(), std::io::ErrorKind::OutOfMemory);
     }
 
     #[test]

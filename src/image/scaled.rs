@@ -19,7 +19,9 @@
 //! buffer refilled 8 bytes at a time when they hold no 0xFF, lookup tables that decode a
 //! DC difference or an AC coefficient (code plus extra bits) in one step, and for the AC
 //! coefficients nobody needs a table that skips several of them in one step. The 4x4 IDCT
-//! runs on batches of blocks so that it vectorizes. No `unsafe`.
+//! runs on batches of blocks so that it vectorizes; it and the colour conversion are
+//! compiled twice, for the x86-64 baseline and for AVX2, picked at run time
+//! ([`has_avx2`]). The only `unsafe` is calling the AVX2 copies.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -34,44 +36,59 @@ pub struct Scaled {
     pub pixels: Vec<u8>,
 }
 
-/// What the frame header says, for choosing a scale before decoding.
+/// What the markers before the first scan say: the frame header, and the EXIF payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub struct Header<'a> {
     pub width: u32,
     pub height: u32,
     pub components: u8,
     pub progressive: bool,
+    /// The TIFF structure of the last APP1 "Exif" segment (as zune-jpeg keeps the last).
+    pub exif: Option<&'a [u8]>,
 }
 
-/// Reads the frame header (SOFn) without decoding anything. `None` if there is none before
-/// the first scan or the file is not a JPEG.
-pub fn header(data: &[u8]) -> Option<Header> {
+/// Reads the markers up to the first scan without decoding anything or building tables.
+/// `None` if there is no frame header before the first scan, the marker structure breaks
+/// first, or the file is not a JPEG: callers then ask zune-jpeg, whose error says why.
+pub fn header(data: &[u8]) -> Option<Header<'_>> {
     if data.get(..2)? != [0xFF, 0xD8] {
         return None;
     }
-    let mut pos = 2;
+    let (mut pos, mut frame, mut exif) = (2, None, None);
     loop {
         let (marker, at) = find_marker(data, pos)?;
         pos = at + 2;
         match marker {
             0xD0..=0xD9 | 0x01 => continue,
-            0xDA => return None,
+            0xDA => break,
             _ => {}
         }
         let body = segment(data, at)?;
         pos = at + 2 + 2 + body.len();
-        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-            if body.len() < 6 {
-                return None;
+        match marker {
+            0xC4 | 0xC8 | 0xCC => {}
+            0xC0..=0xCF => {
+                if body.len() < 6 {
+                    return None;
+                }
+                frame = frame.or(Some((body, marker)));
             }
-            return Some(Header {
-                height: u32::from(u16::from_be_bytes([body[1], body[2]])),
-                width: u32::from(u16::from_be_bytes([body[3], body[4]])),
-                components: body[5],
-                progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
-            });
+            0xE1 => {
+                if let Some(tiff) = body.strip_prefix(b"Exif\0\0") {
+                    exif = Some(tiff);
+                }
+            }
+            _ => {}
         }
     }
+    let (body, marker) = frame?;
+    Some(Header {
+        height: u32::from(u16::from_be_bytes([body[1], body[2]])),
+        width: u32::from(u16::from_be_bytes([body[3], body[4]])),
+        components: body[5],
+        progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+        exif,
+    })
 }
 
 /// Decodes `data` at 1/`denom` scale (denom is 2, 4 or 8). Output size is ceil(w/denom) x
@@ -1120,21 +1137,7 @@ impl Decoder {
         let ids: Vec<u8> = frame.comps.iter().map(|c| c.id).collect();
         let rgb = !self.jfif && self.adobe.map_or(ids == b"RGB", |t| t == 0);
         let mut pixels = vec![0u8; ow * oh * 4];
-        let (mut t0, mut t1, mut t2) = (Vec::new(), Vec::new(), Vec::new());
-        for (y, out) in pixels.chunks_exact_mut(ow * 4).enumerate() {
-            let (r0, r1, r2) = (
-                c0.row(y, ow, &mut t0)?,
-                c1.row(y, ow, &mut t1)?,
-                c2.row(y, ow, &mut t2)?,
-            );
-            if rgb {
-                for (((o, &a), &b), &c) in out.chunks_exact_mut(4).zip(r0).zip(r1).zip(r2) {
-                    o.copy_from_slice(&[a, b, c, 0xFF]);
-                }
-            } else {
-                ycc_to_rgbx(r0, r1, r2, out);
-            }
-        }
+        colour_rows(&mut pixels, ow, [c0, c1, c2], rgb)?;
         Some(Scaled {
             width: ow as u32,
             height: oh as u32,
@@ -1336,8 +1339,8 @@ struct Sink {
 const LANES: usize = 8;
 
 /// Kept coefficients of up to [`LANES`] blocks, coefficient-major so that the IDCT loop
-/// over blocks vectorizes (plus the spare row that decoding writes discarded ones to), and
-/// where each block goes. Zero after each flush.
+/// over blocks vectorizes (plus the spare row that decoding writes discarded ones to, never
+/// read), and where each block goes. The kept ones are zero after each flush.
 struct Batch {
     coefs: [[i32; LANES]; 17],
     at: [usize; LANES],
@@ -1434,6 +1437,20 @@ impl Sink {
 
     /// Runs the 4x4 IDCT on the queued blocks.
     fn flush(&mut self) -> Option<()> {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            #[target_feature(enable = "avx2")]
+            fn avx2(sink: &mut Sink) -> Option<()> {
+                sink.flush_inner()
+            }
+            // SAFETY: the CPU has AVX2, the only requirement of `avx2`.
+            return unsafe { avx2(self) };
+        }
+        self.flush_inner()
+    }
+
+    #[inline(always)]
+    fn flush_inner(&mut self) -> Option<()> {
         let (batch, q) = (&mut self.batch, &self.q);
         // Each block's 4 rows of 4 samples, packed in a u32 each.
         let mut rows = [[0u32; LANES]; 4];
@@ -1441,7 +1458,9 @@ impl Sink {
         for l in 0..LANES {
             let mut f = [0f32; 16];
             for (i, f) in f.iter_mut().enumerate() {
-                *f = batch.coefs[i][l] as f32 * q[i];
+                // Taken, leaving the zeros the next batch starts from: clearing the batch
+                // afterwards was a `memset` call per 8 blocks, 1% of a small image.
+                *f = std::mem::take(&mut batch.coefs[i][l]) as f32 * q[i];
             }
             f[0] += 128.0;
             for c in 0..4 {
@@ -1460,9 +1479,19 @@ impl Sink {
             }
         }
         batch.len = 0;
-        batch.coefs = [[0; LANES]; 17];
         Some(())
     }
+}
+
+/// Whether the CPU has AVX2 (every Fargate and Lambda x86 host does). The loops that
+/// vectorize across pixels or blocks (the 4x4 IDCT, upsampling, colour conversion) are
+/// compiled twice: for the x86-64 baseline the binary targets, and, inlined into a
+/// `#[target_feature(enable = "avx2")]` copy, twice as wide. Both compute the same results
+/// (the same integer and IEEE float operations; Rust never fuses a multiply and an add).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
 }
 
 /// The 4-point IDCT (weights already applied to the inputs).
@@ -1483,6 +1512,45 @@ fn to_u8(v: f32) -> u32 {
     (v.clamp(0.0, 255.0) + 8_388_608.0).to_bits() & 0xFF
 }
 
+/// Fills `pixels` (RGBX, `ow` wide) from three components, YCbCr unless `rgb`.
+fn colour_rows(pixels: &mut [u8], ow: usize, rows: [&RowSource; 3], rgb: bool) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        #[target_feature(enable = "avx2")]
+        fn avx2(pixels: &mut [u8], ow: usize, rows: [&RowSource; 3], rgb: bool) -> Option<()> {
+            colour_rows_inner(pixels, ow, rows, rgb)
+        }
+        // SAFETY: the CPU has AVX2, the only requirement of `avx2`.
+        return unsafe { avx2(pixels, ow, rows, rgb) };
+    }
+    colour_rows_inner(pixels, ow, rows, rgb)
+}
+
+#[inline(always)]
+fn colour_rows_inner(
+    pixels: &mut [u8],
+    ow: usize,
+    [c0, c1, c2]: [&RowSource; 3],
+    rgb: bool,
+) -> Option<()> {
+    let (mut t0, mut t1, mut t2) = (Vec::new(), Vec::new(), Vec::new());
+    for (y, out) in pixels.chunks_exact_mut(ow * 4).enumerate() {
+        let (r0, r1, r2) = (
+            c0.row(y, ow, &mut t0)?,
+            c1.row(y, ow, &mut t1)?,
+            c2.row(y, ow, &mut t2)?,
+        );
+        if rgb {
+            for (((o, &a), &b), &c) in out.chunks_exact_mut(4).zip(r0).zip(r1).zip(r2) {
+                o.copy_from_slice(&[a, b, c, 0xFF]);
+            }
+        } else {
+            ycc_to_rgbx(r0, r1, r2, out);
+        }
+    }
+    Some(())
+}
+
 /// One component's plane, read out a row at a time at output resolution.
 struct RowSource<'a> {
     plane: &'a [u8],
@@ -1498,6 +1566,7 @@ struct RowSource<'a> {
 impl RowSource<'_> {
     /// Output row `y`, `ow` samples: the plane itself at full resolution, else upsampled
     /// into `tmp` as libjpeg's "fancy" triangle filter for 2x, replication otherwise.
+    #[inline(always)]
     fn row<'s>(&'s self, y: usize, ow: usize, tmp: &'s mut Vec<u8>) -> Option<&'s [u8]> {
         let line = |r: usize| self.plane.get(r * self.stride..r * self.stride + self.cw);
         if self.rh == 1 && self.rv == 1 {
@@ -1520,11 +1589,17 @@ impl RowSource<'_> {
         let last = tail.first_mut()?;
         match (self.rh, self.rv) {
             (2, 2) => {
-                let sum = |x: usize| 3 * u16::from(cur[x]) + u16::from(near[x]);
-                *first = ((4 * sum(0) + 8) >> 4) as u8;
-                *last = ((4 * sum(cw - 1) + 7) >> 4) as u8;
-                for (x, o) in pairs.chunks_exact_mut(2).enumerate() {
-                    let (a, b) = (sum(x), sum(x + 1));
+                let sum = |c: u8, n: u8| 3 * u16::from(c) + u16::from(n);
+                *first = ((4 * sum(cur[0], near[0]) + 8) >> 4) as u8;
+                *last = ((4 * sum(cur[cw - 1], near[cw - 1]) + 7) >> 4) as u8;
+                // Each column zipped with the next (not indexed, nor `windows`): this
+                // vectorizes.
+                let columns = cur.iter().zip(near);
+                for (o, ((&c0, &n0), (&c1, &n1))) in pairs
+                    .chunks_exact_mut(2)
+                    .zip(columns.clone().zip(columns.skip(1)))
+                {
+                    let (a, b) = (sum(c0, n0), sum(c1, n1));
                     o[0] = ((3 * a + b + 7) >> 4) as u8;
                     o[1] = ((3 * b + a + 8) >> 4) as u8;
                 }
@@ -1532,8 +1607,8 @@ impl RowSource<'_> {
             (2, 1) => {
                 *first = cur[0];
                 *last = cur[cw - 1];
-                for (o, ab) in pairs.chunks_exact_mut(2).zip(cur.windows(2)) {
-                    let (a, b) = (u16::from(ab[0]), u16::from(ab[1]));
+                for (o, (&a, &b)) in pairs.chunks_exact_mut(2).zip(cur.iter().zip(&cur[1..])) {
+                    let (a, b) = (u16::from(a), u16::from(b));
                     o[0] = ((3 * a + b + 2) >> 2) as u8;
                     o[1] = ((3 * b + a + 1) >> 2) as u8;
                 }
@@ -1558,6 +1633,7 @@ impl RowSource<'_> {
 /// (each product's high half, as libjpeg-turbo's SIMD code does it), so that this vectorizes
 /// 8 pixels at a time even on SSE2; RGB with 32-bit arithmetic was 6% of a small image's time.
 /// Within 1 of the exact conversion (libjpeg's own fixed point is within 1 of it too).
+#[inline(always)]
 fn ycc_to_rgbx(y: &[u8], cb: &[u8], cr: &[u8], out: &mut [u8]) {
     // (a * b) >> 16: the high half of a 16-bit product.
     fn high(a: i16, b: i16) -> i16 {
@@ -1890,5 +1966,75 @@ mod tests {
             }
         }
         assert!(worst <= 1.0, "off by {worst}");
+    }
+
+    /// Pseudo-random numbers in `0..n` (a fixed LCG: the tests see the same data every run).
+    fn lcg(seed: u32) -> impl FnMut(u32) -> u32 {
+        let mut state = seed;
+        move |n| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) % n
+        }
+    }
+
+    /// The AVX2 copies compute exactly what the baseline copies do (the integration tests
+    /// and the fuzz target only ever run one of them). On a CPU without AVX2 both calls take
+    /// the baseline copy.
+    #[test]
+    fn avx2_copies_match_the_baseline() {
+        let mut rand = lcg(7);
+        // The 4x4 IDCT, on batches of blocks whose samples span 0..=255 and beyond (clamped).
+        let q: [u16; 64] = std::array::from_fn(|_| 1 + rand(16) as u16);
+        let mut seen = [false; 256];
+        for _ in 0..200 {
+            let stride = 4 * LANES;
+            let mut sinks = [0, 1].map(|_| Sink::new(4, stride, vec![0; 4 * stride], &q));
+            let values: Vec<i32> = (0..16 * LANES).map(|_| rand(48) as i32 - 24).collect();
+            for sink in &mut sinks {
+                for (lane, coefs) in values.chunks_exact(16).take(LANES - 1).enumerate() {
+                    let (batch, l) = sink.lane();
+                    assert_eq!(l, lane);
+                    for (row, &v) in batch.iter_mut().zip(coefs) {
+                        row[l] = v;
+                    }
+                    sink.queue(lane, 0).unwrap();
+                }
+            }
+            let [dispatched, baseline] = &mut sinks;
+            dispatched.flush().unwrap();
+            baseline.flush_inner().unwrap();
+            assert_eq!(dispatched.plane, baseline.plane);
+            for &v in &dispatched.plane {
+                seen[usize::from(v)] = true;
+            }
+            assert_eq!(dispatched.batch.coefs[..16], [[0; LANES]; 16]);
+        }
+        assert!(seen[0] && seen[255] && seen.iter().filter(|&&s| s).count() > 200);
+        // Upsampling and colour conversion, for each subsampling and both colour spaces.
+        for (rh, rv) in [(1, 1), (2, 2), (2, 1), (1, 2), (4, 1)] {
+            let (ow, oh) = (37 + rand(40) as usize, 9usize);
+            let (cw, ch) = (ow.div_ceil(rh), oh.div_ceil(rv));
+            let planes: Vec<Vec<u8>> = (0..3)
+                .map(|i| {
+                    let (w, h) = if i == 0 { (ow, oh) } else { (cw, ch) };
+                    (0..w * h).map(|_| rand(256) as u8).collect()
+                })
+                .collect();
+            let source = |i: usize| RowSource {
+                plane: &planes[i],
+                stride: if i == 0 { ow } else { cw },
+                cw: if i == 0 { ow } else { cw },
+                ch: if i == 0 { oh } else { ch },
+                rh: if i == 0 { 1 } else { rh },
+                rv: if i == 0 { 1 } else { rv },
+            };
+            let rows = [source(0), source(1), source(2)];
+            for rgb in [false, true] {
+                let mut out = [0, 1].map(|_| vec![0u8; ow * oh * 4]);
+                colour_rows(&mut out[0], ow, [&rows[0], &rows[1], &rows[2]], rgb).unwrap();
+                colour_rows_inner(&mut out[1], ow, [&rows[0], &rows[1], &rows[2]], rgb).unwrap();
+                assert_eq!(out[0], out[1], "{rh}x{rv} rgb={rgb}");
+            }
+        }
     }
 }
