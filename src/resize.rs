@@ -467,9 +467,10 @@ fn process_file(
     spec: &ResizeSpec,
 ) -> Result<usize> {
     let data = match opened {
-        Some(file) => read_all(&file, job.bytes),
-        None => std::fs::read(&job.input),
+        Some(file) => Ok(file),
+        None => File::open(&job.input),
     }
+    .and_then(|file| read_all(&file, job.bytes))
     .context("reading")?;
     let outputs = image::process(&data, spec)?;
     let several = spec.sizes.len() > 1;
