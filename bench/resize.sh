@@ -4,6 +4,7 @@
 # Peers, measured in the same run: Pillow Image.thumbnail((224,224)) + save (the original worker's
 # path; Pillow decodes at 1/2..1/8 scale through libjpeg-turbo's draft), vipsthumbnail, and
 # djpeg -scale 1/8 (decode only: the floor). qp runs --mode fit, the same geometry as thumbnail.
+# The scaling's peer is the machine itself: one-thread qp processes alone and side by side.
 # Needs: a release build (this script builds it), hyperfine, libvips-tools, libjpeg-turbo-progs,
 # Pillow (scripts/setup installs all). Run by hand: bench/resize.sh [runs]   (env QP_BIN: a qp binary,
 # QP_BENCH_TMP: where outputs go, default /dev/shm)
@@ -52,6 +53,7 @@ awk -v p1="$t_photos_1" -v p2="$(eval echo \$t_photos_$cpus)" -v s1="$t_small_1"
 # vCPUs a neighbour's load can change in between; bench/paired.py alternates the two commands
 # of a ratio and prints the median of the per-pair ratios. Single pairs range over +-20% here:
 # 31 of them (5 runs) put the median within a few percent.
+
 # The peer for the scaling: how much this machine itself loses when its CPUs are busy at once.
 # One one-thread qp process over a corpus, alone, against N of them side by side, each over its
 # own copy of the corpus: equal work, and no shared address space, queue, allocator or input
