@@ -612,7 +612,7 @@ mod tests {
     fn own_header_walk_agrees_with_zune() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let mut checked = 0;
-        for entry in std::fs::read_dir(fixtures).unwrap() {
+        for entry in std::fs::read_dir(&fixtures).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_none_or(|e| e != "jpg") {
                 continue;
@@ -643,11 +643,7 @@ mod tests {
         }
         assert!(checked > 100, "only {checked} headers checked");
         // The orientation is read on the fast path, not only by zune-jpeg.
-        let six = std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/exif_orientation_6.jpg"),
-        )
-        .unwrap();
+        let six = std::fs::read(fixtures.join("exif_orientation_6.jpg")).unwrap();
         let fast = scaled::header(&six).unwrap();
         assert_eq!(orient::from_exif(fast.exif.unwrap()), Orientation::new(6));
     }
