@@ -16,6 +16,10 @@
 //! - [`shutdown`]: the SIGTERM/Ctrl-C future injected into long-running modes.
 //! - [`logging`]: tracing set-up (JSON for CloudWatch, text on a terminal).
 
+// No `unsafe` in the library but the AVX2 dispatch (`image::scaled::simd`, which allows it);
+// the allocator in `src/main.rs` belongs to the binary, a crate of its own.
+#![deny(unsafe_code)]
+
 pub mod aws;
 pub mod cli;
 pub mod config;

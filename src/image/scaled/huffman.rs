@@ -1,0 +1,550 @@
+//! Entropy decoding: the Huffman tables DHT defines, built into lookup tables that decode
+//! a code plus its extra bits (or skip several AC coefficients) in one step, and [`Bits`],
+//! the bit reader every scan decodes with. Also the zigzag order, which says where each
+//! decoded coefficient lands in a block.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Bits looked up at once for one Huffman code plus its extra bits.
+const FAST_BITS: u32 = 10;
+/// Bits looked up at once by the table that skips several AC coefficients.
+const SKIP_BITS: u32 = 12;
+/// Set in a skip-table entry whose symbols end with end-of-block.
+const SKIP_EOB: u32 = 1 << 13;
+
+/// Row-major position in the 8x8 block of each zigzag index.
+pub(super) const ZIGZAG: [u8; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20,
+    13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59,
+    52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+];
+
+/// For an `n`x`n` reduced block: where each zigzag index lands in it (row-major), or the
+/// spare slot `n*n` for coefficients outside it and for indices past the block's end, so
+/// that storing a coefficient needs no branch.
+pub(super) const fn zigzag_map(n: usize) -> [u8; 128] {
+    let mut map = [(n * n) as u8; 128];
+    let mut k = 0;
+    while k < 64 {
+        let (row, col) = (ZIGZAG[k] as usize / 8, ZIGZAG[k] as usize % 8);
+        if row < n && col < n {
+            map[k] = (row * n + col) as u8;
+        }
+        k += 1;
+    }
+    map
+}
+
+/// Last zigzag index inside the reduced `n`x`n` block: values are kept up to here,
+/// everything after is skipped.
+pub(super) const fn last_kept(n: usize) -> u32 {
+    let mut k = 63;
+    while k > 0 {
+        let (row, col) = (ZIGZAG[k] as usize / 8, ZIGZAG[k] as usize % 8);
+        if row < n && col < n {
+            return k as u32;
+        }
+        k -= 1;
+    }
+    0
+}
+
+/// A Huffman table as DHT defines it, kept until a scan needs its lookup tables.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct HuffSpec {
+    pub(super) counts: [u8; 17],
+    pub(super) symbols: Vec<u8>,
+}
+
+/// A table's codes as (code, length, symbol).
+type CodeList = Vec<(u16, u32, u8)>;
+
+/// Canonical decoding of one symbol, for codes the fast tables do not cover.
+struct Codes {
+    /// `len << 8 | symbol` by the next FAST_BITS bits; 0 when the code is longer.
+    look: Box<[u16; 1 << FAST_BITS]>,
+    maxcode: [i32; 17],
+    valoff: [i32; 17],
+    symbols: Vec<u8>,
+}
+
+impl Codes {
+    /// Checks the table is a prefix code of symbols up to `max_symbol` and builds the
+    /// decoder, also returning the codes; `None` if it is not.
+    fn new(spec: &HuffSpec, max_symbol: u8) -> Option<(Codes, CodeList)> {
+        let mut codes = Vec::with_capacity(spec.symbols.len());
+        let mut maxcode = [-1i32; 17];
+        let mut valoff = [0i32; 17];
+        let mut code = 0u32;
+        for len in 1..=16u32 {
+            valoff[len as usize] = codes.len() as i32 - code as i32;
+            for _ in 0..spec.counts[len as usize] {
+                let sym = *spec.symbols.get(codes.len())?;
+                if sym > max_symbol {
+                    return None;
+                }
+                codes.push((code as u16, len, sym));
+                code += 1;
+            }
+            if code > 1 << len {
+                return None;
+            }
+            maxcode[len as usize] = code as i32 - 1;
+            code <<= 1;
+        }
+        let mut look = Box::new([0u16; 1 << FAST_BITS]);
+        for (e, &(len, sym)) in look.iter_mut().zip(&look_table(&codes, FAST_BITS)) {
+            *e = (len as u16) << 8 | u16::from(sym);
+        }
+        let symbols = spec.symbols.clone();
+        Some((
+            Codes {
+                look,
+                maxcode,
+                valoff,
+                symbols,
+            },
+            codes,
+        ))
+    }
+
+    /// `(length, symbol)` of the code at the top of `buf`, by canonical search.
+    #[inline(never)]
+    fn decode(&self, buf: u64) -> Option<(u32, u32)> {
+        let e = self.look[(buf >> (64 - FAST_BITS)) as usize];
+        if e != 0 {
+            return Some((u32::from(e >> 8), u32::from(e & 0xFF)));
+        }
+        let window = (buf >> 48) as i32;
+        for len in FAST_BITS + 1..=16 {
+            let code = window >> (16 - len);
+            if code <= self.maxcode[len as usize] {
+                let idx = usize::try_from(code + self.valoff[len as usize]).ok()?;
+                return self.symbols.get(idx).map(|&s| (len, u32::from(s)));
+            }
+        }
+        None
+    }
+
+    /// The `(length, symbol)` entries of `look`.
+    fn fast_entries(&self) -> impl Iterator<Item = (usize, (u32, u32))> + '_ {
+        self.look
+            .iter()
+            .map(|&e| (u32::from(e >> 8), u32::from(e & 0xFF)))
+            .enumerate()
+    }
+}
+
+/// `(len, symbol)` of the code at the top of a `bits`-wide window, from the code list.
+fn look_table(codes: &CodeList, bits: u32) -> Vec<(u32, u8)> {
+    let mut look = vec![(0u32, 0u8); 1 << bits];
+    for &(code, len, sym) in codes {
+        if len <= bits {
+            let first = usize::from(code) << (bits - len);
+            look[first..first + (1 << (bits - len))].fill((len, sym));
+        }
+    }
+    look
+}
+
+/// Sign-extends `s` extra bits `v` into a coefficient value (JPEG's EXTEND).
+#[inline(always)]
+fn extend(v: i32, s: u32) -> i32 {
+    if v < (1 << s) >> 1 {
+        v - (1 << s) + 1
+    } else {
+        v
+    }
+}
+
+/// DC table: `value << 8 | total length` for a code plus its extra bits that fit in
+/// FAST_BITS, else 0.
+pub(super) struct DcTable {
+    codes: Codes,
+    fast: Box<[i32; 1 << FAST_BITS]>,
+}
+
+impl DcTable {
+    pub(super) fn new(spec: &HuffSpec) -> Option<DcTable> {
+        let (codes, _) = Codes::new(spec, 15)?;
+        let mut fast = Box::new([0i32; 1 << FAST_BITS]);
+        for (i, (len, s)) in codes.fast_entries() {
+            if len != 0 && len + s <= FAST_BITS {
+                let extra = (i as i32 >> (FAST_BITS - len - s)) & ((1 << s) - 1);
+                fast[i] = extend(extra, s) << 8 | (len + s) as i32;
+            }
+        }
+        Some(DcTable { codes, fast })
+    }
+}
+
+/// AC table. `fast`: one coefficient per lookup, `value << 16 | advance << 8 | length`,
+/// where advance moves the zigzag index past the coefficient (64 for end-of-block).
+/// `skip`: as many whole symbols as fit in SKIP_BITS, `SKIP_EOB | advance << 6 | length`,
+/// for coefficients whose values are not needed. Progressive end-of-band runs (EOBn, n > 0)
+/// carry extra bits and state, so both leave them to the canonical path.
+pub(super) struct AcTable {
+    codes: Codes,
+    fast: Box<[i32; 1 << FAST_BITS]>,
+    skip: Box<[u16; 1 << SKIP_BITS]>,
+}
+
+impl AcTable {
+    fn new(spec: &HuffSpec) -> Option<AcTable> {
+        let (codes, list) = Codes::new(spec, 255)?;
+        let mut fast = Box::new([0i32; 1 << FAST_BITS]);
+        for (i, (len, sym)) in codes.fast_entries() {
+            let (run, s) = ((sym >> 4) as i32, sym & 15);
+            if len == 0 || len + s > FAST_BITS {
+                continue;
+            }
+            fast[i] = match (run, s) {
+                (15, 0) => 16 << 8 | len as i32,
+                (0, 0) => 64 << 8 | len as i32,
+                (_, 0) => continue,
+                _ => {
+                    let extra = (i as i32 >> (FAST_BITS - len - s)) & ((1 << s) - 1);
+                    extend(extra, s) << 16 | (run + 1) << 8 | (len + s) as i32
+                }
+            };
+        }
+        // The symbols in a window are its first one, then those in the bits left after it:
+        // built up for windows of 1, 2, .. SKIP_BITS bits, a `b`-bit window `v` at
+        // `2^b - 1 + v`. A window's low bits are unknown, so symbols must fit inside it.
+        let look = look_table(&list, SKIP_BITS);
+        let mut chains = vec![0u16; (2 << SKIP_BITS) - 1];
+        for b in 1..=SKIP_BITS {
+            for v in 0..1usize << b {
+                let (len, sym) = look[v << (SKIP_BITS - b)];
+                let (run, s) = (u32::from(sym >> 4), u32::from(sym & 15));
+                if len == 0 || len + s > b || (s == 0 && run != 0 && run != 15) {
+                    continue;
+                }
+                let entry = if s == 0 && run == 0 {
+                    // End-of-block counts as one step: it cannot follow coefficient 63,
+                    // and there the next block's DC code may merely look like it.
+                    SKIP_EOB | 1 << 6 | len
+                } else {
+                    let step = if s == 0 { 16 } else { run + 1 };
+                    let left = b - len - s;
+                    let rest = u32::from(chains[(1 << left) - 1 + (v & ((1 << left) - 1))]);
+                    if step + ((rest >> 6) & 127) <= 64 {
+                        rest + (step << 6) + len + s
+                    } else {
+                        step << 6 | (len + s)
+                    }
+                };
+                chains[(1 << b) - 1 + v] = entry as u16;
+            }
+        }
+        let mut skip = Box::new([0u16; 1 << SKIP_BITS]);
+        for (e, &chain) in skip.iter_mut().zip(&chains[(1 << SKIP_BITS) - 1..]) {
+            // An entry that holds no whole symbol advances too far to be taken.
+            *e = if chain == 0 { 127 << 6 } else { chain };
+        }
+        Some(AcTable { codes, fast, skip })
+    }
+}
+
+/// Building an AC table costs ~5% of decoding a 500x375 photo, and most files carry the same
+/// few (the standard ones, or their encoder's): each thread keeps the last few it built.
+pub(super) fn cached_ac_table(spec: &HuffSpec) -> Option<Rc<AcTable>> {
+    const KEEP: usize = 8;
+    thread_local! {
+        static RECENT: RefCell<Vec<(HuffSpec, Rc<AcTable>)>> = const { RefCell::new(Vec::new()) };
+    }
+    RECENT.with_borrow_mut(|recent| {
+        if let Some(i) = recent.iter().position(|(s, _)| s == spec) {
+            let hit = recent.remove(i);
+            let table = Rc::clone(&hit.1);
+            recent.push(hit);
+            return Some(table);
+        }
+        let table = Rc::new(AcTable::new(spec)?);
+        if recent.len() == KEEP {
+            recent.remove(0);
+        }
+        recent.push((spec.clone(), Rc::clone(&table)));
+        Some(table)
+    })
+}
+
+/// MSB-first bit reader over one entropy-coded segment. Past its end (a marker or the end
+/// of the data) it feeds zero bytes and counts them, so that reading into them can be
+/// detected afterwards as truncation.
+///
+/// It is `Copy`, and its slow paths take and return it by value, so that the hot loops,
+/// which work on a local copy, keep its state in registers.
+#[derive(Clone, Copy)]
+pub(super) struct Bits<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) pos: usize,
+    buf: u64,
+    nbits: u32,
+    fake: u32,
+}
+
+impl<'a> Bits<'a> {
+    #[inline]
+    pub(super) fn new(data: &'a [u8], pos: usize) -> Self {
+        Bits {
+            data,
+            pos,
+            buf: 0,
+            nbits: 0,
+            fake: 0,
+        }
+    }
+
+    /// Makes at least 32 bits available: enough for any code plus its extra bits.
+    #[inline(always)]
+    pub(super) fn ensure(&mut self) {
+        if self.nbits < 32 {
+            self.refill();
+        }
+    }
+
+    #[inline(always)]
+    fn refill(&mut self) {
+        if !self.refill_fast() {
+            *self = self.refill_slow();
+        }
+    }
+
+    /// Refills from the next 8 bytes if none is 0xFF (no stuffing, no marker); false if
+    /// the slow path is needed. Bytes beyond the whole ones counted may land in the low
+    /// bits: they are the true next bits, and the next refill ORs the same values again.
+    #[inline(always)]
+    fn refill_fast(&mut self) -> bool {
+        let Some(word) = self.data.get(self.pos..).and_then(|d| d.first_chunk::<8>()) else {
+            return false;
+        };
+        let word = u64::from_be_bytes(*word);
+        let inv = !word;
+        if inv.wrapping_sub(0x0101_0101_0101_0101) & !inv & 0x8080_8080_8080_8080 != 0 {
+            return false;
+        }
+        self.buf |= word >> self.nbits;
+        let bytes = (63 - self.nbits) >> 3;
+        self.pos += bytes as usize;
+        self.nbits += bytes * 8;
+        true
+    }
+
+    /// Refills byte by byte, undoing 0xFF00 stuffing; at a marker or the end of the data
+    /// feeds zeros instead, counting them.
+    #[inline(never)]
+    fn refill_slow(mut self) -> Self {
+        while self.nbits <= 56 {
+            let byte = match self.data.get(self.pos) {
+                Some(&0xFF) if self.data.get(self.pos + 1) == Some(&0) => {
+                    self.pos += 2;
+                    0xFF
+                }
+                Some(&0xFF) | None => {
+                    self.fake = self.fake.saturating_add(1);
+                    0
+                }
+                Some(&b) => {
+                    self.pos += 1;
+                    b
+                }
+            };
+            self.buf |= u64::from(byte) << (56 - self.nbits);
+            self.nbits += 8;
+        }
+        self
+    }
+
+    #[inline(always)]
+    fn peek<const B: u32>(&self) -> usize {
+        (self.buf >> (64 - B)) as usize
+    }
+
+    /// Drops the bits of a table entry whose low 6 bits are its length (the shift masks
+    /// its count to 6 bits, so the entry's other fields need no masking off).
+    #[inline(always)]
+    fn consume_entry(&mut self, e: u32) {
+        self.buf = self.buf.wrapping_shl(e);
+        self.nbits -= e & 63;
+    }
+
+    /// Drops `n` bits.
+    #[inline(always)]
+    fn consume(&mut self, n: u32) {
+        self.buf <<= n;
+        self.nbits -= n;
+    }
+
+    /// Takes `s` bits (0..=16) as an unsigned value.
+    #[inline(always)]
+    pub(super) fn take(&mut self, s: u32) -> i32 {
+        let v = ((self.buf >> 1) >> (63 - s)) as i32;
+        self.consume(s);
+        v
+    }
+
+    /// Whether decoding has used bits that were not in the data.
+    #[inline]
+    pub(super) fn overran(&self) -> bool {
+        self.fake.saturating_mul(8) > self.nbits
+    }
+
+    /// Decodes one symbol; for codes the fast tables miss.
+    #[inline(always)]
+    fn symbol(&mut self, codes: &Codes) -> Option<u32> {
+        let (len, sym) = codes.decode(self.buf)?;
+        self.consume(len);
+        Some(sym)
+    }
+
+    /// Decodes a DC difference. Needs `ensure` first.
+    #[inline(always)]
+    pub(super) fn dc(&mut self, t: &DcTable) -> Option<i32> {
+        let e = t.fast[self.peek::<FAST_BITS>()];
+        if e != 0 {
+            self.consume((e & 0xFF) as u32);
+            return Some(e >> 8);
+        }
+        let s = self.symbol(&t.codes)?;
+        Some(extend(self.take(s), s))
+    }
+
+    /// Skips AC coefficients from zigzag index `k` to `end` (64, or the end of a
+    /// progressive band, exclusive). Returns how many further blocks the band's
+    /// end-of-band run covers (progressive EOBn; 0 in sequential files).
+    #[inline(always)]
+    fn skip_ac(&mut self, t: &AcTable, mut k: u32, end: u32) -> Option<u32> {
+        loop {
+            // The hot loop makes no calls, so that the bit buffer stays in registers; it
+            // leaves for the slow refill, long codes, and the end of a block without EOB.
+            let mut b = *self;
+            let done = loop {
+                if b.nbits < 32 && !b.refill_fast() {
+                    break false;
+                }
+                let e = u32::from(t.skip[b.peek::<SKIP_BITS>()]);
+                let advance = (e >> 6) & 127;
+                if k + advance > end {
+                    break false;
+                }
+                b.consume_entry(e);
+                k += advance;
+                if e & SKIP_EOB != 0 || k >= end {
+                    break true;
+                }
+            };
+            *self = b;
+            if done {
+                return Some(0);
+            }
+            self.ensure();
+            let sym = self.symbol(&t.codes)?;
+            let (run, s) = (sym >> 4, sym & 15);
+            if s == 0 {
+                if run != 15 {
+                    return Some(self.eob_run(run));
+                }
+                k += 16;
+            } else {
+                self.consume(s);
+                k += run + 1;
+            }
+            if k >= end {
+                return Some(0);
+            }
+        }
+    }
+
+    /// Decodes AC coefficients from zigzag index `k` to `end` (exclusive), keeping those of
+    /// the top-left `N`x`N` (quantized, row-major, in lane `lane` of `blk`) and skipping the
+    /// rest. Returns the end-of-band run as `skip_ac` does.
+    #[inline(always)]
+    pub(super) fn ac<const N: usize, const L: usize>(
+        &mut self,
+        t: &AcTable,
+        blk: &mut [[i32; L]; 17],
+        lane: usize,
+        mut k: u32,
+        end: u32,
+    ) -> Option<u32> {
+        let lane = lane % L;
+        let map = const { zigzag_map(N) };
+        let last = const { last_kept(N) }.min(end - 1);
+        while k <= last {
+            // As in `skip_ac`: a call-free loop for the common case.
+            let mut b = *self;
+            while k <= last && (b.nbits >= 32 || b.refill_fast()) {
+                let e = t.fast[b.peek::<FAST_BITS>()];
+                if e & 0xFF == 0 {
+                    break;
+                }
+                b.consume_entry(e as u32);
+                k += ((e >> 8) & 0xFF) as u32;
+                blk[usize::from(map[(k - 1) as usize & 127])][lane] = e >> 16;
+            }
+            *self = b;
+            if k > last {
+                break;
+            }
+            self.ensure();
+            let sym = self.symbol(&t.codes)?;
+            let (run, s) = (sym >> 4, sym & 15);
+            if s == 0 {
+                if run != 15 {
+                    return Some(self.eob_run(run));
+                }
+                k += 16;
+                continue;
+            }
+            k += run;
+            let v = extend(self.take(s), s);
+            blk[usize::from(map[k as usize & 127])][lane] = v;
+            k += 1;
+        }
+        if k < end {
+            self.skip_ac(t, k, end)
+        } else {
+            Some(0)
+        }
+    }
+
+    /// Decodes a sequential block's DC difference and skips its AC coefficients.
+    ///
+    /// This and [`Bits::block`] are the per-block entry points of the baseline scan loop.
+    /// They are not inlined: in a small function the bit buffer stays in a register, while
+    /// inlined into the scan loop it was spilled, adding a store and a load to every step.
+    #[inline(never)]
+    pub(super) fn dc_block(&mut self, dc: &DcTable, ac: &AcTable) -> Option<i32> {
+        self.ensure();
+        let diff = self.dc(dc)?;
+        self.skip_ac(ac, 1, 64)?;
+        Some(diff)
+    }
+
+    /// Decodes a sequential block's DC difference, returned, and its AC coefficients,
+    /// keeping those of the top-left `N`x`N` in lane `lane` of `blk`.
+    #[inline(never)]
+    pub(super) fn block<const N: usize, const L: usize>(
+        &mut self,
+        dc: &DcTable,
+        ac: &AcTable,
+        blk: &mut [[i32; L]; 17],
+        lane: usize,
+    ) -> Option<i32> {
+        self.ensure();
+        let diff = self.dc(dc)?;
+        self.ac::<N, L>(ac, blk, lane, 1, 64)?;
+        Some(diff)
+    }
+
+    /// Blocks after this one that an EOBn symbol also ends: 2^n - 1 plus n extra bits.
+    fn eob_run(&mut self, n: u32) -> u32 {
+        if n == 0 {
+            0
+        } else {
+            (1 << n) - 1 + self.take(n) as u32
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! From coefficients to samples: [`Sink`] fills a component's plane block by block, 1x1
+//! from the DC term alone ([`dc_pixel`]), 2x2 directly, 4x4 queued and transformed
+//! [`LANES`] blocks at a time so that the IDCT vectorizes (its AVX2 copy: [`super::simd`]).
+
+use super::huffman::ZIGZAG;
+use super::simd;
+
+/// The 1/8 pixel of a block: its DC term, dequantized, as libjpeg's 1x1 IDCT rounds it.
+#[inline(always)]
+pub(super) fn dc_pixel(dc: i32, q0: i32) -> u8 {
+    ((dc * q0 + 4 + (128 << 3)) >> 3).clamp(0, 255) as u8
+}
+
+/// A component's plane being filled block by block, and the scaled IDCT that fills it.
+///
+/// The reduction of an 8x8 block to `n`x`n` keeps its top-left `n`x`n` coefficients and
+/// applies the `n`-point IDCT with the 8-point basis weights (1/sqrt(8) for DC, 1/2 for the
+/// rest), so that DC still gives the block mean.
+pub(super) struct Sink {
+    pub(super) plane: Vec<u8>,
+    stride: usize,
+    pub(super) n: usize,
+    q0: i32,
+    /// Dequantization with the IDCT's weights folded in, row-major in the `n`x`n` block.
+    q: [f32; 16],
+    /// 4x4 blocks waiting for their IDCT, which runs on [`LANES`] blocks at once.
+    pub(super) batch: Box<Batch>,
+}
+
+/// Blocks per batched 4x4 IDCT: one per SIMD lane (two SSE registers, one AVX).
+pub(super) const LANES: usize = 8;
+
+/// Kept coefficients of up to [`LANES`] blocks, coefficient-major so that the IDCT loop
+/// over blocks vectorizes (plus the spare row that decoding writes discarded ones to, never
+/// read), and where each block goes. The kept ones are zero after each flush.
+pub(super) struct Batch {
+    pub(super) coefs: [[i32; LANES]; 17],
+    at: [usize; LANES],
+    len: usize,
+}
+
+impl Sink {
+    pub(super) fn new(n: usize, stride: usize, plane: Vec<u8>, q: &[u16; 64]) -> Sink {
+        let weight = |u: usize| if u == 0 { 0.125f32.sqrt() } else { 0.5 };
+        // The 2-point kernel's only cosine, cos(pi/4), is folded in too.
+        let cos = |u: usize| {
+            if n == 2 && u > 0 {
+                std::f32::consts::FRAC_1_SQRT_2
+            } else {
+                1.0
+            }
+        };
+        let mut f = [0f32; 16];
+        for (k, &z) in ZIGZAG.iter().enumerate() {
+            let (v, u) = (usize::from(z) / 8, usize::from(z) % 8);
+            if v < n && u < n {
+                f[v * n + u] = f32::from(q[k]) * weight(u) * weight(v) * cos(u) * cos(v);
+            }
+        }
+        Sink {
+            plane,
+            stride,
+            n,
+            q0: i32::from(q[0]),
+            q: f,
+            batch: Box::new(Batch {
+                coefs: [[0; LANES]; 17],
+                at: [0; LANES],
+                len: 0,
+            }),
+        }
+    }
+
+    /// Writes (or queues) block (`bx`, `by`) from its kept coefficients.
+    #[inline(always)]
+    pub(super) fn put(&mut self, blk: &[i32; 17], bx: usize, by: usize) -> Option<()> {
+        match self.n {
+            1 => self.put_dc(blk[0], bx, by)?,
+            2 => self.put_2x2(blk, bx, by)?,
+            _ => {
+                let (coefs, lane) = self.lane();
+                for (lanes, &v) in coefs.iter_mut().zip(blk) {
+                    lanes[lane] = v;
+                }
+                self.queue(bx, by)?;
+            }
+        }
+        Some(())
+    }
+
+    /// Writes the samples of a 2x2 block from its 4 kept coefficients.
+    ///
+    /// The baseline scan loop calls this directly rather than [`Sink::put`]: that `n` is 2
+    /// would otherwise have to be proven again after each block's decoding, which the
+    /// compiler only manages when it sees this module and the scan's in one unit.
+    #[inline(always)]
+    pub(super) fn put_2x2(&mut self, blk: &[i32; 17], bx: usize, by: usize) -> Option<()> {
+        let (at, stride, q) = ((by * self.stride + bx) * 2, self.stride, &self.q);
+        let out = self.plane.get_mut(at..at + stride + 2)?;
+        let a = blk[0] as f32 * q[0] + 128.0;
+        let (b, c, d) = (
+            blk[1] as f32 * q[1],
+            blk[2] as f32 * q[2],
+            blk[3] as f32 * q[3],
+        );
+        let (top, bottom) = ([a + c, b + d], [a - c, b - d]);
+        out[0] = to_u8(top[0] + top[1]) as u8;
+        out[1] = to_u8(top[0] - top[1]) as u8;
+        out[stride] = to_u8(bottom[0] + bottom[1]) as u8;
+        out[stride + 1] = to_u8(bottom[0] - bottom[1]) as u8;
+        Some(())
+    }
+
+    /// Writes the sample of a 1x1 block from its DC coefficient.
+    #[inline(always)]
+    pub(super) fn put_dc(&mut self, dc: i32, bx: usize, by: usize) -> Option<()> {
+        *self.plane.get_mut(by * self.stride + bx)? = dc_pixel(dc, self.q0);
+        Some(())
+    }
+
+    /// The batch's coefficients and the lane of the next 4x4 block.
+    #[inline(always)]
+    pub(super) fn lane(&mut self) -> (&mut [[i32; LANES]; 17], usize) {
+        (&mut self.batch.coefs, self.batch.len % LANES)
+    }
+
+    /// Queues block (`bx`, `by`), whose coefficients are in its lane, for the 4x4 IDCT.
+    #[inline(always)]
+    pub(super) fn queue(&mut self, bx: usize, by: usize) -> Option<()> {
+        let batch = &mut self.batch;
+        batch.at[batch.len % LANES] = (by * self.stride + bx) * self.n;
+        batch.len += 1;
+        if batch.len == LANES {
+            self.flush()?;
+        }
+        Some(())
+    }
+
+    /// Runs the 4x4 IDCT on the queued blocks, in the AVX2 copy where the CPU has it.
+    #[inline]
+    pub(super) fn flush(&mut self) -> Option<()> {
+        simd::flush(self)
+    }
+
+    /// [`Sink::flush`] itself, compiled for each instruction set by [`simd::flush`].
+    #[inline(always)]
+    pub(super) fn flush_inner(&mut self) -> Option<()> {
+        let (batch, q) = (&mut self.batch, &self.q);
+        // Each block's 4 rows of 4 samples, packed in a u32 each.
+        let mut rows = [[0u32; LANES]; 4];
+        // One block per iteration: the loop vectorizes across blocks.
+        for l in 0..LANES {
+            let mut f = [0f32; 16];
+            for (i, f) in f.iter_mut().enumerate() {
+                // Taken, leaving the zeros the next batch starts from: clearing the batch
+                // afterwards was a `memset` call per 8 blocks, 1% of a small image.
+                *f = std::mem::take(&mut batch.coefs[i][l]) as f32 * q[i];
+            }
+            f[0] += 128.0;
+            for c in 0..4 {
+                [f[c], f[4 + c], f[8 + c], f[12 + c]] = idct4(f[c], f[4 + c], f[8 + c], f[12 + c]);
+            }
+            for (r, words) in rows.iter_mut().enumerate() {
+                let o = idct4(f[4 * r], f[4 * r + 1], f[4 * r + 2], f[4 * r + 3]);
+                words[l] = to_u8(o[0]) | to_u8(o[1]) << 8 | to_u8(o[2]) << 16 | to_u8(o[3]) << 24;
+            }
+        }
+        let stride = self.stride;
+        for (l, &at) in batch.at[..batch.len].iter().enumerate() {
+            let out = self.plane.get_mut(at..at + 3 * stride + 4)?;
+            for (y, words) in rows.iter().enumerate() {
+                out[y * stride..][..4].copy_from_slice(&words[l].to_le_bytes());
+            }
+        }
+        batch.len = 0;
+        Some(())
+    }
+}
+
+/// The 4-point IDCT (weights already applied to the inputs).
+#[inline(always)]
+fn idct4(f0: f32, f1: f32, f2: f32, f3: f32) -> [f32; 4] {
+    const C1: f32 = 0.923_879_5; // cos(pi/8)
+    const C3: f32 = 0.382_683_43; // cos(3pi/8)
+    const C4: f32 = std::f32::consts::FRAC_1_SQRT_2;
+    let (e0, e1) = (f0 + f2 * C4, f0 - f2 * C4);
+    let (o0, o1) = (f1 * C1 + f3 * C3, f1 * C3 - f3 * C1);
+    [e0 + o0, e1 + o1, e1 - o1, e0 - o0]
+}
+
+/// Rounds and saturates a sample to 0..=255: adding 2^23 leaves the rounded integer in the
+/// low mantissa bits, which unlike a float-to-int cast vectorizes well.
+#[inline(always)]
+fn to_u8(v: f32) -> u32 {
+    (v.clamp(0.0, 255.0) + 8_388_608.0).to_bits() & 0xFF
+}

@@ -1,0 +1,639 @@
+//! The decoder proper. [`Decoder`] walks the markers, keeping the tables and the frame they
+//! define, and decodes each scan as it comes: baseline scans block by block into the
+//! components' planes (through [`Sink`]), progressive ones (1/8 only) into coefficients
+//! that [`coefs_to_plane`] turns into samples at the end. [`run_scan`] is the MCU walk they
+//! all share, restart markers included.
+
+use std::rc::Rc;
+
+use super::Scaled;
+use super::color::RowSource;
+use super::huffman::{AcTable, Bits, DcTable, HuffSpec, cached_ac_table, last_kept, zigzag_map};
+use super::idct::{LANES, Sink, dc_pixel};
+use super::marker::{find_marker, find_marker_after_scan, segment};
+use super::simd;
+
+/// More scans than any real encoder writes: a cap on the work a hostile file can ask for.
+const MAX_SCANS: usize = 128;
+
+/// A frame component and what its scans have produced so far.
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    tq: usize,
+    /// Blocks across and down, padded to whole MCUs.
+    bw: usize,
+    bh: usize,
+    /// Side of each block at this scale: the output scale's, or larger for subsampled
+    /// chroma, which libjpeg also decodes bigger rather than upsample (at most 4).
+    n: usize,
+    /// Upsampling from `n` to the output scale.
+    uh: usize,
+    uv: usize,
+    /// Quantization table (zigzag order), latched at the component's first scan.
+    q: Option<[u16; 64]>,
+    /// Baseline: decoded by a scan. Progressive: its first DC scan is done.
+    done: bool,
+    /// Progressive only: each block's kept coefficients, `n`x`n` row-major.
+    coefs: Vec<i16>,
+    /// Samples at this component's scale, `bw * n` wide.
+    plane: Vec<u8>,
+}
+
+/// The SOF header, resolved.
+struct Frame {
+    width: usize,
+    height: usize,
+    progressive: bool,
+    hmax: usize,
+    vmax: usize,
+    mcux: usize,
+    mcuy: usize,
+    comps: Vec<Component>,
+}
+
+/// Decoder state carried from marker to marker.
+#[derive(Default)]
+pub(super) struct Decoder {
+    qt: [Option<[u16; 64]>; 4],
+    dc_specs: [Option<HuffSpec>; 4],
+    ac_specs: [Option<HuffSpec>; 4],
+    /// Lookup tables built from the specs, dropped when DHT redefines them.
+    dc_tables: [Option<DcTable>; 4],
+    ac_tables: [Option<Rc<AcTable>>; 4],
+    restart: usize,
+    jfif: bool,
+    adobe: Option<u8>,
+    frame: Option<Frame>,
+    scans: usize,
+}
+
+/// One component of a scan, resolved.
+struct ScanComp {
+    ci: usize,
+    td: usize,
+    ta: usize,
+    /// Blocks per MCU across and down (1x1 in a non-interleaved scan).
+    hs: usize,
+    vs: usize,
+}
+
+impl Decoder {
+    /// Walks the markers, decoding each scan as it comes.
+    pub(super) fn run(&mut self, data: &[u8], n: usize, max_pixels: u64) -> Option<()> {
+        if data.get(..2)? != [0xFF, 0xD8] {
+            return None;
+        }
+        let mut pos = 2;
+        while let Some((marker, at)) = find_marker(data, pos) {
+            pos = at + 2;
+            match marker {
+                0xD9 => break,
+                0xD0..=0xD8 | 0x01 => continue,
+                _ => {}
+            }
+            let body = segment(data, at)?;
+            pos = at + 4 + body.len();
+            match marker {
+                0xC0..=0xC2 => self.sof(body, marker == 0xC2, n, max_pixels)?,
+                // Lossless, hierarchical, arithmetic coding, and DNL-defined heights.
+                0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDC => return None,
+                0xC4 => self.dht(body)?,
+                0xDB => self.dqt(body)?,
+                0xDD => {
+                    self.restart = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]))
+                }
+                0xE0 => self.jfif |= body.starts_with(b"JFIF\0"),
+                0xEE if body.len() >= 12 && body.starts_with(b"Adobe") => {
+                    self.adobe = Some(body[11]);
+                }
+                0xDA => {
+                    self.scans += 1;
+                    if self.scans > MAX_SCANS {
+                        return None;
+                    }
+                    pos = self.sos(data, body, pos)?;
+                }
+                _ => {}
+            }
+        }
+        Some(())
+    }
+
+    fn sof(&mut self, b: &[u8], progressive: bool, n: usize, max_pixels: u64) -> Option<()> {
+        // Progressive files keep their detail in AC scans, which only 1/8 can skip.
+        if self.frame.is_some() || b.len() < 6 || b[0] != 8 || (progressive && n != 1) {
+            return None;
+        }
+        let height = usize::from(u16::from_be_bytes([b[1], b[2]]));
+        let width = usize::from(u16::from_be_bytes([b[3], b[4]]));
+        let nc = usize::from(b[5]);
+        if width == 0 || height == 0 || (width as u64) * (height as u64) > max_pixels {
+            return None;
+        }
+        if !(nc == 1 || nc == 3) || b.len() < 6 + 3 * nc {
+            return None;
+        }
+        let mut comps: Vec<Component> = Vec::with_capacity(nc);
+        for c in b[6..6 + 3 * nc].chunks_exact(3) {
+            let (h, v, tq) = (
+                usize::from(c[1] >> 4),
+                usize::from(c[1] & 15),
+                usize::from(c[2]),
+            );
+            if !(1..=4).contains(&h)
+                || !(1..=4).contains(&v)
+                || tq > 3
+                || comps.iter().any(|o| o.id == c[0])
+            {
+                return None;
+            }
+            comps.push(Component {
+                id: c[0],
+                h,
+                v,
+                tq,
+                bw: 0,
+                bh: 0,
+                n,
+                uh: 1,
+                uv: 1,
+                q: None,
+                done: false,
+                coefs: Vec::new(),
+                plane: Vec::new(),
+            });
+        }
+        let hmax = comps.iter().map(|c| c.h).max()?;
+        let vmax = comps.iter().map(|c| c.v).max()?;
+        let mcux = width.div_ceil(8 * hmax);
+        let mcuy = height.div_ceil(8 * vmax);
+        for c in &mut comps {
+            // Upsampling handles whole ratios only.
+            if hmax % c.h != 0 || vmax % c.v != 0 {
+                return None;
+            }
+            let (rh, rv) = (hmax / c.h * n, vmax / c.v * n);
+            // As libjpeg: grow the block while both directions stay whole multiples.
+            while c.n < 4 && rh % (2 * c.n) == 0 && rv % (2 * c.n) == 0 {
+                c.n *= 2;
+            }
+            (c.uh, c.uv) = (rh / c.n, rv / c.n);
+            c.bw = mcux * c.h;
+            c.bh = mcuy * c.v;
+            if progressive {
+                c.coefs = vec![0; c.bw * c.bh * c.n * c.n];
+            } else {
+                c.plane = vec![0; c.bw * c.bh * c.n * c.n];
+            }
+        }
+        self.frame = Some(Frame {
+            width,
+            height,
+            progressive,
+            hmax,
+            vmax,
+            mcux,
+            mcuy,
+            comps,
+        });
+        Some(())
+    }
+
+    fn dht(&mut self, mut b: &[u8]) -> Option<()> {
+        while !b.is_empty() {
+            let (class, id) = (b[0] >> 4, usize::from(b[0] & 15));
+            let mut counts = [0u8; 17];
+            counts[1..].copy_from_slice(b.get(1..17)?);
+            let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+            if class > 1 || id > 3 || total > 256 {
+                return None;
+            }
+            let symbols = b.get(17..17 + total)?.to_vec();
+            let spec = Some(HuffSpec { counts, symbols });
+            if class == 0 {
+                self.dc_specs[id] = spec;
+                self.dc_tables[id] = None;
+            } else {
+                self.ac_specs[id] = spec;
+                self.ac_tables[id] = None;
+            }
+            b = &b[17 + total..];
+        }
+        Some(())
+    }
+
+    fn dqt(&mut self, mut b: &[u8]) -> Option<()> {
+        while !b.is_empty() {
+            let (precision, id) = (b[0] >> 4, usize::from(b[0] & 15));
+            if precision > 1 || id > 3 {
+                return None;
+            }
+            let mut q = [0u16; 64];
+            if precision == 0 {
+                for (q, &v) in q.iter_mut().zip(b.get(1..65)?) {
+                    *q = u16::from(v);
+                }
+                b = &b[65..];
+            } else {
+                for (q, v) in q.iter_mut().zip(b.get(1..129)?.chunks_exact(2)) {
+                    *q = u16::from_be_bytes([v[0], v[1]]);
+                }
+                b = &b[129..];
+            }
+            self.qt[id] = Some(q);
+        }
+        Some(())
+    }
+
+    /// The DC table `id`, built on first use.
+    fn dc_table(&mut self, id: usize) -> Option<()> {
+        if self.dc_tables[id].is_none() {
+            self.dc_tables[id] = Some(DcTable::new(self.dc_specs[id].as_ref()?)?);
+        }
+        Some(())
+    }
+
+    /// The AC table `id`, built on first use.
+    fn ac_table(&mut self, id: usize) -> Option<()> {
+        if self.ac_tables[id].is_none() {
+            self.ac_tables[id] = Some(cached_ac_table(self.ac_specs[id].as_ref()?)?);
+        }
+        Some(())
+    }
+
+    /// Handles a scan whose header is `b` and whose entropy data starts at `pos`; returns
+    /// where the next marker is.
+    fn sos(&mut self, data: &[u8], b: &[u8], pos: usize) -> Option<usize> {
+        let ns = usize::from(*b.first()?);
+        if !(1..=4).contains(&ns) || b.len() < 1 + 2 * ns + 3 {
+            return None;
+        }
+        let mut scan = Vec::with_capacity(ns);
+        for s in b[1..1 + 2 * ns].chunks_exact(2) {
+            let (td, ta) = (usize::from(s[1] >> 4), usize::from(s[1] & 15));
+            let frame = self.frame.as_mut()?;
+            let ci = frame.comps.iter().position(|c| c.id == s[0])?;
+            let c = &mut frame.comps[ci];
+            if td > 3 || ta > 3 || scan.iter().any(|sc: &ScanComp| sc.ci == ci) {
+                return None;
+            }
+            let (hs, vs) = if ns == 1 { (1, 1) } else { (c.h, c.v) };
+            if c.q.is_none() {
+                c.q = Some(self.qt[c.tq]?);
+            }
+            scan.push(ScanComp { ci, td, ta, hs, vs });
+        }
+        if scan.iter().map(|s| s.hs * s.vs).sum::<usize>() > 10 {
+            return None;
+        }
+        let p = &b[1 + 2 * ns..];
+        let (ss, se, ah, al) = (
+            u32::from(p[0]),
+            u32::from(p[1]),
+            p[2] >> 4,
+            u32::from(p[2] & 15),
+        );
+        let frame = self.frame.as_ref()?;
+        // Size of the scan in MCUs: a non-interleaved scan covers only the component's
+        // own blocks, without the padding to whole MCUs.
+        let geom = if ns == 1 {
+            let c = &frame.comps[scan[0].ci];
+            ScanGeom {
+                mcux: (frame.width * c.h).div_ceil(frame.hmax).div_ceil(8),
+                mcuy: (frame.height * c.v).div_ceil(frame.vmax).div_ceil(8),
+                restart: self.restart,
+            }
+        } else {
+            ScanGeom {
+                mcux: frame.mcux,
+                mcuy: frame.mcuy,
+                restart: self.restart,
+            }
+        };
+        let mut bits = Bits::new(data, pos);
+        if !frame.progressive {
+            for s in &scan {
+                self.dc_table(s.td)?;
+                self.ac_table(s.ta)?;
+            }
+            let frame = self.frame.as_mut()?;
+            let mut ctx = Vec::with_capacity(ns);
+            for s in &scan {
+                let c = &mut frame.comps[s.ci];
+                let q = c.q?;
+                let sink = Sink::new(c.n, c.bw * c.n, std::mem::take(&mut c.plane), &q);
+                ctx.push(BlockCtx {
+                    dc: self.dc_tables[s.td].as_ref()?,
+                    ac: self.ac_tables[s.ta].as_ref()?,
+                    sink,
+                });
+                c.done = true;
+            }
+            let ok = decode_baseline(&mut bits, &geom, &scan, &mut ctx);
+            for (s, c) in scan.iter().zip(ctx) {
+                frame.comps[s.ci].plane = c.sink.plane;
+            }
+            ok?;
+        } else if ss == 0 {
+            if se != 0 || al > 13 {
+                return None;
+            }
+            if ah == 0 {
+                for s in &scan {
+                    self.dc_table(s.td)?;
+                }
+            } else if scan.iter().any(|s| !frame.comps[s.ci].done) {
+                return None;
+            }
+            let frame = self.frame.as_mut()?;
+            let tables: Vec<&DcTable> = scan
+                .iter()
+                .filter_map(|s| self.dc_tables[s.td].as_ref())
+                .collect();
+            let mut targets: Vec<CoefTarget> = scan
+                .iter()
+                .map(|s| CoefTarget::take(&mut frame.comps[s.ci]))
+                .collect();
+            let ok = if ah == 0 {
+                run_scan(&mut bits, &geom, &scan, |bits, pred, sc, bx, by| {
+                    let t = &mut targets[sc];
+                    let at = t.at(bx, by);
+                    bits.ensure();
+                    *pred = i32::from((*pred + bits.dc(tables.get(sc)?)?) as i16);
+                    *t.coefs.get_mut(at)? = (*pred << al) as i16;
+                    Some(())
+                })
+            } else {
+                run_scan(&mut bits, &geom, &scan, |bits, _, sc, bx, by| {
+                    let t = &mut targets[sc];
+                    let at = t.at(bx, by);
+                    bits.ensure();
+                    *t.coefs.get_mut(at)? |= (bits.take(1) << al) as i16;
+                    Some(())
+                })
+            };
+            for (s, t) in scan.iter().zip(targets) {
+                frame.comps[s.ci].coefs = t.coefs;
+                frame.comps[s.ci].done |= ah == 0;
+            }
+            ok?;
+        } else {
+            let c = &frame.comps[scan[0].ci];
+            // Only blocks decoded bigger than 1x1 (subsampled chroma) use AC coefficients,
+            // and only the first pass over them: refinements are skipped unread.
+            if ns != 1 || se < ss || se > 63 || al > 13 {
+                return None;
+            }
+            let n = c.n;
+            if ah != 0 || n == 1 || ss > last_kept(n) {
+                return Some(find_marker_after_scan(data, pos)?.1);
+            }
+            self.ac_table(scan[0].ta)?;
+            let frame = self.frame.as_mut()?;
+            let table = self.ac_tables[scan[0].ta].as_ref()?;
+            let mut target = CoefTarget::take(&mut frame.comps[scan[0].ci]);
+            let map = zigzag_map(n);
+            let kept: Vec<usize> = (ss..=se.min(last_kept(n)))
+                .map(|k| usize::from(map[k as usize]))
+                .filter(|&m| m < n * n)
+                .collect();
+            let ok = run_scan(&mut bits, &geom, &scan, |bits, eob_run, _, bx, by| {
+                // The scan state reset at restarts is the end-of-band run here.
+                if *eob_run > 0 {
+                    *eob_run -= 1;
+                    return Some(());
+                }
+                let mut blk = [[0i32; 1]; 17];
+                let run = if n == 2 {
+                    bits.ac::<2, 1>(table, &mut blk, 0, ss, se + 1)?
+                } else {
+                    bits.ac::<4, 1>(table, &mut blk, 0, ss, se + 1)?
+                };
+                *eob_run = run as i32;
+                let at = target.at(bx, by);
+                let coefs = target.coefs.get_mut(at..at + n * n)?;
+                for &m in &kept {
+                    coefs[m] = (blk[m][0] << al) as i16;
+                }
+                Some(())
+            });
+            frame.comps[scan[0].ci].coefs = target.coefs;
+            ok?;
+        }
+        if bits.overran() {
+            return None;
+        }
+        Some(find_marker_after_scan(data, bits.pos)?.1)
+    }
+
+    /// Turns the decoded planes into the output image.
+    pub(super) fn finish(self, n: usize) -> Option<Scaled> {
+        let mut frame = self.frame?;
+        if frame.comps.iter().any(|c| !c.done) {
+            return None;
+        }
+        if frame.progressive {
+            for c in &mut frame.comps {
+                c.plane = coefs_to_plane(c)?;
+            }
+        }
+        let denom = 8 / n;
+        let (ow, oh) = (frame.width.div_ceil(denom), frame.height.div_ceil(denom));
+        let rows: Vec<RowSource> = frame
+            .comps
+            .iter()
+            .map(|c| RowSource {
+                plane: &c.plane,
+                stride: c.bw * c.n,
+                cw: (frame.width * c.h * c.n).div_ceil(frame.hmax * 8),
+                ch: (frame.height * c.v * c.n).div_ceil(frame.vmax * 8),
+                rh: c.uh,
+                rv: c.uv,
+            })
+            .collect();
+        if let [gray] = rows.as_slice() {
+            let mut pixels = vec![0u8; ow * oh];
+            let mut tmp = Vec::new();
+            for (y, out) in pixels.chunks_exact_mut(ow).enumerate() {
+                out.copy_from_slice(gray.row(y, ow, &mut tmp)?);
+            }
+            return Some(Scaled {
+                width: ow as u32,
+                height: oh as u32,
+                channels: 1,
+                pixels,
+            });
+        }
+        let [c0, c1, c2] = rows.as_slice() else {
+            return None;
+        };
+        // As libjpeg: JFIF means YCbCr, else Adobe's transform flag, else the component ids.
+        let ids: Vec<u8> = frame.comps.iter().map(|c| c.id).collect();
+        let rgb = !self.jfif && self.adobe.map_or(ids == b"RGB", |t| t == 0);
+        let mut pixels = vec![0u8; ow * oh * 4];
+        simd::colour_rows(&mut pixels, ow, [c0, c1, c2], rgb)?;
+        Some(Scaled {
+            width: ow as u32,
+            height: oh as u32,
+            channels: 4,
+            pixels,
+        })
+    }
+}
+
+/// A progressive component's coefficients, taken out of it while a scan fills them.
+struct CoefTarget {
+    coefs: Vec<i16>,
+    bw: usize,
+    nn: usize,
+}
+
+impl CoefTarget {
+    fn take(c: &mut Component) -> CoefTarget {
+        CoefTarget {
+            coefs: std::mem::take(&mut c.coefs),
+            bw: c.bw,
+            nn: c.n * c.n,
+        }
+    }
+
+    /// Where block (`bx`, `by`) starts.
+    fn at(&self, bx: usize, by: usize) -> usize {
+        (by * self.bw + bx) * self.nn
+    }
+}
+
+/// A progressive component's samples, from the coefficients its scans left.
+fn coefs_to_plane(c: &Component) -> Option<Vec<u8>> {
+    let q = c.q?;
+    if c.n == 1 {
+        // One sample per block, in the same order as the blocks.
+        let q0 = i32::from(q[0]);
+        return Some(
+            c.coefs
+                .iter()
+                .map(|&dc| dc_pixel(i32::from(dc), q0))
+                .collect(),
+        );
+    }
+    let nn = c.n * c.n;
+    let mut sink = Sink::new(c.n, c.bw * c.n, vec![0; c.coefs.len()], &q);
+    for (by, row) in c.coefs.chunks_exact(c.bw * nn).enumerate() {
+        for (bx, coefs) in row.chunks_exact(nn).enumerate() {
+            let mut blk = [0i32; 17];
+            for (b, &v) in blk.iter_mut().zip(coefs) {
+                *b = i32::from(v);
+            }
+            sink.put(&blk, bx, by)?;
+        }
+    }
+    sink.flush()?;
+    Some(sink.plane)
+}
+
+/// A scan's size in MCUs, and its restart interval in MCUs (0 for none).
+struct ScanGeom {
+    mcux: usize,
+    mcuy: usize,
+    restart: usize,
+}
+
+/// Walks a scan's MCUs in order, handling restart markers, and calls `block` with the
+/// component's scan state (DC predictor, or end-of-band run), its index in the scan and
+/// the block's position. The state is zeroed at each restart.
+#[inline(always)]
+fn run_scan<F>(bits: &mut Bits, g: &ScanGeom, scan: &[ScanComp], mut block: F) -> Option<()>
+where
+    F: FnMut(&mut Bits, &mut i32, usize, usize, usize) -> Option<()>,
+{
+    // An MCU's blocks in coding order: (index in the scan, blocks per MCU across and
+    // down, offset in the MCU across and down).
+    let mut slots = Vec::with_capacity(10);
+    for (sc, s) in scan.iter().enumerate() {
+        for dy in 0..s.vs {
+            for dx in 0..s.hs {
+                slots.push((sc & 3, s.hs, s.vs, dx, dy));
+            }
+        }
+    }
+    let mut state = [0i32; 4];
+    let mut left = g.restart;
+    let mut next_rst = 0u8;
+    for my in 0..g.mcuy {
+        for mx in 0..g.mcux {
+            if g.restart != 0 {
+                if left == 0 {
+                    *bits = restart(*bits, next_rst)?;
+                    next_rst = (next_rst + 1) & 7;
+                    state = [0; 4];
+                    left = g.restart;
+                }
+                left -= 1;
+            }
+            for &(sc, hs, vs, dx, dy) in &slots {
+                block(bits, &mut state[sc], sc, mx * hs + dx, my * vs + dy)?;
+            }
+        }
+        // Stop early on truncated data rather than decoding zeros to the end.
+        if bits.overran() {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// Moves past the restart marker that must come next, discarding the rest of the byte.
+#[inline(never)]
+fn restart(bits: Bits, expected: u8) -> Option<Bits> {
+    if bits.overran() {
+        return None;
+    }
+    let (m, at) = find_marker(bits.data, bits.pos)?;
+    if m != 0xD0 + expected {
+        return None;
+    }
+    Some(Bits::new(bits.data, at + 2))
+}
+
+/// What decoding one baseline block needs for its component.
+struct BlockCtx<'t> {
+    dc: &'t DcTable,
+    ac: &'t AcTable,
+    sink: Sink,
+}
+
+/// Decodes a baseline scan, writing each block as `n`x`n` samples into its plane.
+fn decode_baseline(
+    bits: &mut Bits,
+    g: &ScanGeom,
+    scan: &[ScanComp],
+    ctx: &mut [BlockCtx],
+) -> Option<()> {
+    run_scan(bits, g, scan, |bits, pred, sc, bx, by| {
+        let c = &mut ctx[sc];
+        let mut add = |diff: i32| {
+            *pred = i32::from((*pred + diff) as i16);
+            *pred
+        };
+        match c.sink.n {
+            1 => {
+                let dc = add(bits.dc_block(c.dc, c.ac)?);
+                c.sink.put_dc(dc, bx, by)
+            }
+            2 => {
+                let mut blk = [[0i32; 1]; 17];
+                blk[0][0] = add(bits.block::<2, 1>(c.dc, c.ac, &mut blk, 0)?);
+                c.sink.put_2x2(&blk.map(|[v]| v), bx, by)
+            }
+            _ => {
+                // Straight into the IDCT batch, whose coefficients start out zero.
+                let (coefs, lane) = c.sink.lane();
+                coefs[0][lane] = add(bits.block::<4, LANES>(c.dc, c.ac, coefs, lane)?);
+                c.sink.queue(bx, by)
+            }
+        }
+    })?;
+    ctx.iter_mut().try_for_each(|c| c.sink.flush())
+}
