@@ -1,6 +1,7 @@
 //! The one integration-test binary (ripgrep's layout): each module below is one area, and every
 //! end-to-end test runs the real `qp` binary from `util`.
 
+mod decoding;
 mod drills;
 mod faults;
 mod image;

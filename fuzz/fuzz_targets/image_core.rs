@@ -1,6 +1,8 @@
-//! Fuzzes the whole image core (sniff, header, the reduced-scale decoder, zune-jpeg, orientation,
-//! resize, encode) and the reduced-scale decoder on its own. A panic is a crash here: the fuzz
-//! build aborts on panic, so `process`'s catch_unwind safety net hides nothing.
+//! Fuzzes the whole image core (sniff, header, qp's reduced-scale decoder, libjpeg-turbo,
+//! orientation, resize, encode), and checks that qp's own decoder never accepts what
+//! libjpeg-turbo refuses at the same scale: the verdict on a file must not depend on which
+//! decoder its output size picks. A panic is a crash here: the fuzz build aborts on panic, so
+//! `process`'s catch_unwind safety net hides nothing.
 #![no_main]
 
 #[allow(dead_code)]
@@ -28,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
         max_pixels: 4_000_000,
     };
     let _ = image::process(jpeg, &spec);
-    for denom in [2, 4, 8] {
-        let _ = image::scaled::decode_scaled(jpeg, denom, 4_000_000);
+    for denom in [2u8, 4, 8] {
+        if image::scaled::decode_scaled(jpeg, denom, 4_000_000).is_some() {
+            if let Err(e) = image::turbo::decode(jpeg, 8 / denom, false) {
+                panic!("qp's decoder took at 1/{denom} what libjpeg-turbo refuses: {e}");
+            }
+        }
     }
 });

@@ -113,18 +113,22 @@ impl Plan {
     }
 }
 
-/// The largest JPEG scale denominator (1, 2, 4 or 8) that still leaves at least one decoded pixel
-/// per output pixel for every requested size: decoding at 1/8 in the DCT domain averages each 8x8
-/// block, which is a proper box filter, so the resize after it loses nothing.
-pub fn decode_denominator(w: u32, h: u32, sizes: &[Size], mode: Mode) -> u8 {
+/// The JPEG decode scale N/8: the smallest of 1/8, 1/4, 1/2 and 1/1 that still leaves at least
+/// one decoded pixel per output pixel for every requested size. Decoding at N/8 in the DCT
+/// domain keeps the block's N x N lowest frequencies, a proper low-pass filter, so the resize
+/// after it loses nothing. libjpeg-turbo also decodes at 3/8, 5/8, 6/8 and 7/8, but on x86 those
+/// IDCTs and their upsampling have no SIMD: 5/8 and 6/8 took 1.3-1.5x the CPU of a full decode
+/// on the ImageNet-like corpus (README, Performance), so qp decodes at full scale instead.
+pub fn decode_scale(w: u32, h: u32, sizes: &[Size], mode: Mode) -> u8 {
     let reduction = sizes
         .iter()
         .map(|&s| Plan::new(mode, (w, h), s).reduction())
         .fold(f64::INFINITY, f64::min);
-    [8u8, 4, 2]
+    // The smallest N with N/8 >= 1/reduction; the tolerance keeps an exact ratio (2.0) at 4/8.
+    [1u8, 2, 4, 8]
         .into_iter()
-        .find(|&d| f64::from(d) <= reduction)
-        .unwrap_or(1)
+        .find(|&n| f64::from(n) * reduction >= 8.0 - 1e-9)
+        .unwrap_or(8)
 }
 
 #[cfg(test)]
@@ -173,29 +177,34 @@ mod tests {
     }
 
     #[test]
-    fn denominator_table() {
+    fn scale_table() {
         let s224 = [size(224, 224)];
-        // (w, h, mode, sizes) -> denom
+        // (w, h, mode, sizes) -> N of the N/8 decode scale
         let cases: &[(u32, u32, Mode, &[Size], u8)] = &[
-            (5120, 2880, Mode::Fill, &s224, 8),
-            (5120, 2880, Mode::Fit, &s224, 8),
-            (2560, 1600, Mode::Fill, &s224, 4),
-            (2560, 1600, Mode::Fit, &s224, 8),
-            (500, 375, Mode::Fill, &s224, 1),
-            (500, 500, Mode::Fit, &s224, 2),
-            (640, 1, Mode::Fit, &s224, 1),
-            (224, 224, Mode::Fill, &s224, 1),
+            (5120, 2880, Mode::Fill, &s224, 1),
+            (5120, 2880, Mode::Fit, &s224, 1),
+            (2560, 1600, Mode::Fill, &s224, 2),
+            (2560, 1600, Mode::Fit, &s224, 1),
+            // ImageNet's median: 375 rows do not cover 224 at 4/8 (188).
+            (500, 375, Mode::Fill, &s224, 8),
+            (500, 375, Mode::Fit, &s224, 4),
+            (500, 500, Mode::Fit, &s224, 4),
+            (300, 300, Mode::Fill, &s224, 8),
+            (448, 448, Mode::Fill, &s224, 4),
+            (640, 1, Mode::Fit, &s224, 8),
+            (224, 224, Mode::Fill, &s224, 8),
+            (100, 100, Mode::Pad, &s224, 8),
             (
                 5120,
                 2880,
                 Mode::Fill,
                 &[size(224, 224), size(1024, 1024)],
-                2,
+                4,
             ),
         ];
         for &(w, h, mode, sizes, want) in cases {
             assert_eq!(
-                decode_denominator(w, h, sizes, mode),
+                decode_scale(w, h, sizes, mode),
                 want,
                 "{w}x{h} {mode} {sizes:?}"
             );

@@ -2,23 +2,24 @@
 //!
 //! Every mode calls [`process`]: `qp resize` on local files, `qp work` on S3 objects.
 //! The steps are: sniff the bytes, read the header (refusing oversized images before any pixel
-//! buffer exists), pick a decode scale, decode (the DCT-domain fast path in [`scaled`] when the
-//! target is at least 2x smaller, zune-jpeg otherwise), apply the EXIF orientation, then for each
-//! requested size crop/resize/pad with fast_image_resize and encode with mozjpeg (libjpeg-turbo).
+//! buffer exists), pick a decode scale N/8, decode, apply the EXIF orientation, then for each
+//! requested size crop/resize/pad with fast_image_resize and encode with libjpeg-turbo.
+//!
+//! Decoding: libjpeg-turbo ([`turbo`]) is the reference and decodes every file at every scale.
+//! qp's own DCT-domain decoder ([`scaled`]) takes the 1/2, 1/4 and 1/8 scales of the files it
+//! reads completely and cleanly (sequential Huffman, 8-bit, gray or 3 components), where it is
+//! faster; anything else, or anything it finds odd, goes to libjpeg-turbo, so the verdict on a
+//! file never depends on the output size.
 
 mod geometry;
 mod orient;
 pub mod scaled;
+pub mod turbo;
 
 use std::fmt;
 use std::str::FromStr;
 
 use fast_image_resize as fr;
-use zune_core::bytestream::ZCursor;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
-use zune_jpeg::JpegDecoder;
-use zune_jpeg::errors::DecodeErrors;
 
 pub use geometry::{Mode, Plan};
 pub use orient::Orientation;
@@ -27,9 +28,10 @@ pub use orient::Orientation;
 /// the resize itself changes, while a 224x224 output stays around 15-25 KB.
 pub const DEFAULT_QUALITY: u8 = 90;
 
-/// Default pixel limit. A full-scale decode needs 4 bytes per pixel (RGBX) plus zune-jpeg's working
-/// buffers (roughly 7 bytes per pixel in all), so 100 MP stays near 700 MB: two images in flight
-/// fit in a 2 GB Fargate task. Big photos shrunk 2x or more never allocate full size at all.
+/// Default pixel limit. A full-scale decode needs 4 bytes per pixel (RGBX), and a progressive or
+/// multi-scan file another 2 bytes per sample for libjpeg's coefficient buffer (3 at 4:2:0, 6 at
+/// 4:4:4), so 100 MP stays within 1 GB: two images in flight fit in a 2 GB Fargate task. Photos
+/// shrunk by DCT scaling never allocate their full-size pixels at all.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
 
 /// An output size, `WxH`.
@@ -168,8 +170,8 @@ fn process_inner(data: &[u8], spec: &ResizeSpec) -> Result<Vec<Resized>, ImageEr
     sniff(data)?;
     let header = read_header(data, spec.max_pixels)?;
     let (width, height) = header.orientation.display_size(header.width, header.height);
-    let denom = geometry::decode_denominator(width, height, &spec.sizes, spec.mode);
-    let decoded = decode(data, &header, denom, spec.max_pixels)?;
+    let scale = geometry::decode_scale(width, height, &spec.sizes, spec.mode);
+    let decoded = decode(data, &header, scale, spec.max_pixels)?;
     let pixels = orient::apply(decoded, header.orientation);
     with_resizer(|resizer| {
         spec.sizes
@@ -231,6 +233,8 @@ pub struct Header {
     pub width: u32,
     pub height: u32,
     pub orientation: Orientation,
+    /// A lossless frame (SOF3, 7, 11 or 15): libjpeg decodes it at full scale only.
+    pub lossless: bool,
 }
 
 /// Rejects what is plainly not a JPEG, naming what it looks like instead.
@@ -269,24 +273,20 @@ fn sniff(data: &[u8]) -> Result<(), ImageError> {
     Err(ImageError::NotJpeg(looks_like))
 }
 
-fn decoder_options(strict: bool) -> DecoderOptions {
-    // zune-jpeg's own size limit is lower than JPEG's; ours is the pixel count, checked below.
-    DecoderOptions::default()
-        .set_max_width(usize::from(u16::MAX))
-        .set_max_height(usize::from(u16::MAX))
-        .set_strict_mode(strict)
-}
-
 /// Reads the markers up to the first scan: size, and orientation from EXIF.
 ///
-/// qp's own marker walk first: zune-jpeg's also builds the Huffman tables, ~1% of a small
-/// image's time, only for them to be built again by the decoder. Where the walk gives up
-/// (broken marker structure, no frame header, a 0 dimension), zune-jpeg reads the header to
-/// say what is wrong.
+/// qp's own marker walk first (no tables built, nothing allocated). Where it gives up (broken
+/// marker structure, no frame header, a 0 dimension), libjpeg-turbo reads the header to say
+/// what is wrong.
 pub fn read_header(data: &[u8], max_pixels: u64) -> Result<Header, ImageError> {
-    let (width, height, orientation) = match scaled::header(data) {
-        Some(h) if h.width > 0 && h.height > 0 => (h.width, h.height, orientation(h.exif)),
-        _ => zune_header(data)?,
+    let (width, height, orientation, lossless) = match scaled::header(data) {
+        Some(h) if h.width > 0 && h.height > 0 => {
+            (h.width, h.height, orientation(h.exif), h.lossless)
+        }
+        _ => {
+            let h = turbo::header(data)?;
+            (h.width, h.height, Orientation::default(), false)
+        }
     };
     if width == 0 || height == 0 {
         return Err(ImageError::Corrupt(format!(
@@ -304,18 +304,8 @@ pub fn read_header(data: &[u8], max_pixels: u64) -> Result<Header, ImageError> {
         width,
         height,
         orientation,
+        lossless,
     })
-}
-
-/// zune-jpeg's reading of the header: size (as stored) and orientation.
-fn zune_header(data: &[u8]) -> Result<(u32, u32, Orientation), ImageError> {
-    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), decoder_options(false));
-    decoder.decode_headers().map_err(classify)?;
-    let info = decoder
-        .info()
-        .ok_or_else(|| ImageError::Corrupt("no frame header".into()))?;
-    let o = orientation(decoder.exif().map(Vec::as_slice));
-    Ok((u32::from(info.width), u32::from(info.height), o))
 }
 
 /// The orientation an EXIF payload gives; upright without one, and for a broken one: a broken
@@ -324,8 +314,23 @@ fn orientation(exif: Option<&[u8]>) -> Orientation {
     exif.and_then(orient::from_exif).unwrap_or_default()
 }
 
-fn decode(data: &[u8], header: &Header, denom: u8, max_pixels: u64) -> Result<Pixels, ImageError> {
-    if denom > 1
+/// Decodes `data` at `scale`/8 (1..=8), as stored (no orientation applied): the decode step of
+/// [`process`] on its own, for benchmarks and conformance checks.
+pub fn decode_at(data: &[u8], scale: u8, max_pixels: u64) -> Result<Pixels, ImageError> {
+    sniff(data)?;
+    let header = read_header(data, max_pixels)?;
+    decode(data, &header, scale.clamp(1, 8), max_pixels)
+}
+
+/// Decodes at `scale`/8: qp's own decoder where it applies (1/8, 1/4, 1/2), libjpeg-turbo
+/// otherwise, at the same scale.
+fn decode(data: &[u8], header: &Header, scale: u8, max_pixels: u64) -> Result<Pixels, ImageError> {
+    if let Some(denom) = match scale {
+        1 => Some(8),
+        2 => Some(4),
+        4 => Some(2),
+        _ => None,
+    } && !header.lossless
         && let Some(s) = scaled::decode_scaled(data, denom, max_pixels)
     {
         return Ok(Pixels {
@@ -335,91 +340,18 @@ fn decode(data: &[u8], header: &Header, denom: u8, max_pixels: u64) -> Result<Pi
             data: s.pixels,
         });
     }
-    decode_full(data, header)
-}
-
-/// Full-scale decode with zune-jpeg. Strict first, so that a truncated file is reported as
-/// truncated instead of being silently padded with grey; anything else strict mode objects to gets
-/// a second, lenient try, because real cameras write slightly non-conforming files.
-fn decode_full(data: &[u8], header: &Header) -> Result<Pixels, ImageError> {
-    match decode_zune(data, true) {
-        Ok(p) => Ok(p),
-        Err(e) => match classify(e) {
-            ImageError::Truncated => Err(ImageError::Truncated),
-            strict_err => decode_zune(data, false).map_err(|_| strict_err),
-        },
-    }
-    .and_then(|p| {
-        if (p.width, p.height) == (header.width, header.height) {
-            Ok(p)
-        } else {
-            Err(ImageError::Corrupt(
-                "decoded size differs from the header".into(),
-            ))
-        }
-    })
-}
-
-fn decode_zune(data: &[u8], strict: bool) -> Result<Pixels, DecodeErrors> {
-    // RGBA from the start: zune-jpeg picks its YCbCr converter while reading the headers, and
-    // one picked for another output writes garbage. The other outputs use none.
-    let rgba = decoder_options(strict).jpeg_set_out_colorspace(ColorSpace::RGBA);
-    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), rgba);
-    decoder.decode_headers()?;
-    let out = match decoder.input_colorspace() {
-        Some(ColorSpace::Luma) => ColorSpace::Luma,
-        // zune-jpeg 0.5.15 writes CMYK as RGBA 3 bytes a pixel (garbage): RGB, widened here.
-        Some(ColorSpace::CMYK | ColorSpace::YCCK) => ColorSpace::RGB,
-        _ => ColorSpace::RGBA,
-    };
-    decoder.set_options(decoder_options(strict).jpeg_set_out_colorspace(out));
-    let mut data = decoder.decode()?;
-    let info = decoder
-        .info()
-        .ok_or(DecodeErrors::FormatStatic("no frame header"))?;
-    let (width, height) = (u32::from(info.width), u32::from(info.height));
-    if data.len() != width as usize * height as usize * out.num_components() {
-        return Err(DecodeErrors::FormatStatic(
-            "decoder returned a short buffer",
+    let scale = if header.lossless { 8 } else { scale };
+    let pixels = turbo::decode(data, scale, header.lossless)?;
+    let want = (
+        (u64::from(header.width) * u64::from(scale)).div_ceil(8),
+        (u64::from(header.height) * u64::from(scale)).div_ceil(8),
+    );
+    if (u64::from(pixels.width), u64::from(pixels.height)) != want {
+        return Err(ImageError::Corrupt(
+            "the decoded size differs from the header".into(),
         ));
     }
-    if out == ColorSpace::RGB {
-        data = data
-            .chunks_exact(3)
-            .flat_map(|p| [p[0], p[1], p[2], 0xFF])
-            .collect();
-    }
-    Ok(Pixels {
-        width,
-        height,
-        channels: if out == ColorSpace::Luma { 1 } else { 4 },
-        data,
-    })
-}
-
-/// Maps zune-jpeg's errors onto the few causes a user can act on.
-fn classify(e: DecodeErrors) -> ImageError {
-    match &e {
-        DecodeErrors::ExhaustedData | DecodeErrors::IoErrors(_) => ImageError::Truncated,
-        DecodeErrors::Unsupported(scheme) => {
-            ImageError::Unsupported(format!("{scheme:?} JPEG coding"))
-        }
-        DecodeErrors::LargeDimensions(_) => ImageError::Unsupported(e.to_string()),
-        _ => {
-            let msg = e.to_string();
-            let lower = msg.to_ascii_lowercase();
-            if lower.contains("premature end")
-                || lower.contains("no more bytes")
-                || lower.contains("exhausted")
-            {
-                ImageError::Truncated
-            } else if lower.contains("bit depth") || lower.contains("precision") {
-                ImageError::Unsupported(msg)
-            } else {
-                ImageError::Corrupt(msg)
-            }
-        }
-    }
+    Ok(pixels)
 }
 
 /// Resizes `pixels` (already upright, `display` is its size at full scale) per `plan`, then
@@ -460,31 +392,8 @@ fn render(
     } else {
         pad(&rgbx, (iw, ih), (ow, oh), plan.offset)
     };
-    let jpeg = encode(&rgbx, (ow, oh), quality).map_err(|e| internal(&e))?;
+    let jpeg = turbo::encode(&rgbx, (ow, oh), quality).map_err(|e| internal(&e))?;
     Ok((ow, oh, jpeg))
-}
-
-/// Baseline JPEG of an RGBX buffer (the X byte ignored) with libjpeg-turbo's standard tables
-/// (mozjpeg's "fastest" profile: no trellis, no progressive scans, no second pass). Chroma is
-/// 4:4:4 from quality 90 up and 4:2:0 below (libvips' convention): 4:2:0 would halve the
-/// encoding work, but costs small outputs of colourful sources ~4 dB (tests/image.rs: 26.7 dB
-/// at 80x48).
-fn encode(rgbx: &[u8], (width, height): (u32, u32), quality: u8) -> Result<Vec<u8>, String> {
-    // libjpeg reports errors by unwinding through the crate (never expected for a well-formed
-    // buffer); catching it keeps a bug here an error for one image, not a crash.
-    std::panic::catch_unwind(|| {
-        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_EXT_RGBX);
-        c.set_fastest_defaults();
-        c.set_size(width as usize, height as usize);
-        c.set_quality(f32::from(quality));
-        let px = if quality >= 90 { 1 } else { 2 };
-        c.set_chroma_sampling_pixel_sizes((px, px), (px, px));
-        let mut started = c.start_compress(Vec::with_capacity(rgbx.len() / 10 + 1024))?;
-        started.write_scanlines(rgbx)?;
-        started.finish()
-    })
-    .map_err(|_| "the JPEG encoder failed".to_string())?
-    .map_err(|e| format!("the JPEG encoder failed: {e}"))
 }
 
 /// Resizes through the typed API: only the two pixel types qp decodes to are compiled in, where
@@ -605,11 +514,11 @@ mod tests {
         v
     }
 
-    /// qp's marker walk and zune-jpeg's header reader agree on every fixture and on damaged
-    /// copies of them: the same size and orientation, or both an error (the walk then defers
-    /// to zune-jpeg, so the error is the same too).
+    /// qp's marker walk and libjpeg-turbo's header reader agree on every fixture and on
+    /// damaged copies of them: the same size, or both an error (the walk then defers to
+    /// libjpeg-turbo, so the error is the same too).
     #[test]
-    fn own_header_walk_agrees_with_zune() {
+    fn own_header_walk_agrees_with_libjpeg() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let mut checked = 0;
         for entry in std::fs::read_dir(&fixtures).unwrap() {
@@ -629,20 +538,17 @@ mod tests {
                 variants.push(long);
             }
             for v in &variants {
-                let ours = read_header(v, u64::MAX)
+                let ours = read_header(v, u64::MAX).ok().map(|h| (h.width, h.height));
+                let reference = turbo::header(v)
                     .ok()
-                    .map(|h| (h.width, h.height, h.orientation));
-                assert_eq!(
-                    ours,
-                    zune_header(v).ok().filter(|z| z.0 > 0 && z.1 > 0),
-                    "{}",
-                    path.display()
-                );
+                    .map(|h| (h.width, h.height))
+                    .filter(|&(w, h)| w > 0 && h > 0);
+                assert_eq!(ours, reference, "{}", path.display());
                 checked += 1;
             }
         }
         assert!(checked > 100, "only {checked} headers checked");
-        // The orientation is read on the fast path, not only by zune-jpeg.
+        // The orientation is read on the fast path.
         let six = std::fs::read(fixtures.join("exif_orientation_6.jpg")).unwrap();
         let fast = scaled::header(&six).unwrap();
         assert_eq!(orient::from_exif(fast.exif.unwrap()), Orientation::new(6));

@@ -71,28 +71,7 @@ impl Sink {
         }
     }
 
-    /// Writes (or queues) block (`bx`, `by`) from its kept coefficients.
-    #[inline(always)]
-    pub(super) fn put(&mut self, blk: &[i32; 17], bx: usize, by: usize) -> Option<()> {
-        match self.n {
-            1 => self.put_dc(blk[0], bx, by)?,
-            2 => self.put_2x2(blk, bx, by)?,
-            _ => {
-                let (coefs, lane) = self.lane();
-                for (lanes, &v) in coefs.iter_mut().zip(blk) {
-                    lanes[lane] = v;
-                }
-                self.queue(bx, by)?;
-            }
-        }
-        Some(())
-    }
-
     /// Writes the samples of a 2x2 block from its 4 kept coefficients.
-    ///
-    /// The baseline scan loop calls this directly rather than [`Sink::put`]: that `n` is 2
-    /// would otherwise have to be proven again after each block's decoding, which the
-    /// compiler only manages when it sees this module and the scan's in one unit.
     #[inline(always)]
     pub(super) fn put_2x2(&mut self, blk: &[i32; 17], bx: usize, by: usize) -> Option<()> {
         let (at, stride, q) = ((by * self.stride + bx) * 2, self.stride, &self.q);

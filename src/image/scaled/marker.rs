@@ -10,13 +10,15 @@ pub struct Header<'a> {
     pub height: u32,
     pub components: u8,
     pub progressive: bool,
-    /// The TIFF structure of the last APP1 "Exif" segment (as zune-jpeg keeps the last).
+    /// A lossless frame (SOF3, 7, 11 or 15).
+    pub lossless: bool,
+    /// The TIFF structure of the last APP1 "Exif" segment (as libjpeg and Pillow keep the last).
     pub exif: Option<&'a [u8]>,
 }
 
 /// Reads the markers up to the first scan without decoding anything or building tables.
 /// `None` if there is no frame header before the first scan, the marker structure breaks
-/// first, or the file is not a JPEG: callers then ask zune-jpeg, whose error says why.
+/// first, or the file is not a JPEG: callers then ask libjpeg-turbo, whose error says why.
 pub fn header(data: &[u8]) -> Option<Header<'_>> {
     if data.get(..2)? != [0xFF, 0xD8] {
         return None;
@@ -54,6 +56,7 @@ pub fn header(data: &[u8]) -> Option<Header<'_>> {
         width: u32::from(u16::from_be_bytes([body[3], body[4]])),
         components: body[5],
         progressive: matches!(marker, 0xC2 | 0xC6 | 0xCA | 0xCE),
+        lossless: matches!(marker, 0xC3 | 0xC7 | 0xCB | 0xCF),
         exif,
     })
 }

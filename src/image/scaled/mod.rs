@@ -1,18 +1,17 @@
 //! Reduced-scale JPEG decoding: 1/2, 1/4 or 1/8 straight from the DCT coefficients.
 //!
-//! zune-jpeg, our full decoder, only decodes at full scale. Shrinking a 5120x2880 photo to
-//! 224 pixels that way spends most of its time in IDCT, upsampling and colour conversion
-//! of pixels that the resizer then throws away. libjpeg's `scale_denom` trick avoids that:
+//! Shrinking a 5120x2880 photo to 224 pixels by a full decode spends most of its time in
+//! IDCT, upsampling and colour conversion of pixels that the resizer then throws away.
+//! libjpeg's `scale_denom` trick avoids that:
 //! at 1/8 only the DC coefficient of each 8x8 block is needed (one output pixel per block);
 //! at 1/4 and 1/2 a 2x2 or 4x4 IDCT of the low-frequency coefficients gives the block.
 //! Chroma subsampled 2x both ways is decoded at twice the luma's block size instead of
 //! being upsampled (as libjpeg does); other subsampling gets libjpeg's triangle filter.
 //!
-//! This module owns that fast path: baseline and extended Huffman at every scale, and
-//! progressive Huffman at 1/8, where the AC scans are skipped unread except the first pass
-//! over the few chroma coefficients that 2x2 chroma blocks need. 8-bit only, grayscale or
-//! three-component YCbCr/RGB. Anything else, and any file that looks damaged, yields
-//! `None`, and the caller falls back to zune-jpeg at full scale, which also gives the
+//! This module owns that fast path: baseline and extended (sequential) Huffman at 1/2, 1/4
+//! and 1/8, 8-bit only, grayscale or three-component YCbCr/RGB. Progressive files are not
+//! taken (the reason is in [`scan`]). Anything else, and any file that looks damaged, yields
+//! `None`, and the caller falls back to libjpeg-turbo at the same scale, which also gives the
 //! authoritative error.
 //!
 //! Speed comes from the entropy decoder, which dominates at these scales: a 64-bit bit
@@ -55,7 +54,7 @@ pub struct Scaled {
 /// ceil(h/denom), as libjpeg does.
 ///
 /// Returns None when the fast path does not cover this file (the caller then uses
-/// zune-jpeg at full scale, which also gives the authoritative error for broken files),
+/// libjpeg-turbo at the same scale, which also gives the authoritative error for broken files),
 /// including any corrupt/truncated data: never panics, never loops forever, never
 /// allocates based on unchecked header sizes beyond what `max_pixels` (width*height of the
 /// full image) allows.
@@ -111,14 +110,20 @@ mod tests {
         "bad_truncated"
     ];
 
-    /// zune-jpeg's full-scale decode: width, height, channels, pixels.
+    /// The reference's (libjpeg-turbo's) full-scale decode: width, height, channels (1 or 3),
+    /// pixels.
     fn full_decode(data: &[u8]) -> (usize, usize, usize, Vec<u8>) {
-        let cursor = zune_jpeg::zune_core::bytestream::ZCursor::new(data);
-        let mut decoder = zune_jpeg::JpegDecoder::new(cursor);
-        let pixels = decoder.decode().expect("zune-jpeg decodes the fixture");
-        let info = decoder.info().expect("headers were decoded");
-        let (w, h) = (usize::from(info.width), usize::from(info.height));
-        (w, h, pixels.len() / (w * h), pixels)
+        let p = crate::image::turbo::decode(data, 8, false).expect("libjpeg-turbo decodes it");
+        let (w, h) = (p.width as usize, p.height as usize);
+        if p.channels == 1 {
+            return (w, h, 1, p.data);
+        }
+        let rgb = p
+            .data
+            .chunks_exact(4)
+            .flat_map(|px| [px[0], px[1], px[2]])
+            .collect();
+        (w, h, 3, rgb)
     }
 
     /// Averages `denom`x`denom` boxes, partial boxes at the edges over what exists.
@@ -161,12 +166,7 @@ mod tests {
     fn matches_box_averaged_full_decode() {
         for &(name, data) in GOOD {
             let head = header(data).expect("fixture has a frame header");
-            let (w, h, mut ch, mut full) = full_decode(data);
-            if head.components == 1 && ch == 3 {
-                // zune-jpeg expands gray to RGB by default.
-                full = full.iter().step_by(3).copied().collect();
-                ch = 1;
-            }
+            let (w, h, ch, full) = full_decode(data);
             assert_eq!(
                 (head.width as usize, head.height as usize),
                 (w, h),
@@ -174,10 +174,10 @@ mod tests {
             );
             for denom in [2u8, 4, 8] {
                 let got = decode_scaled(data, denom, u64::MAX);
-                if head.progressive && denom != 8 {
+                if head.progressive {
                     assert!(
                         got.is_none(),
-                        "{name} 1/{denom}: progressive goes to the fallback"
+                        "{name} 1/{denom}: progressive goes to libjpeg-turbo"
                     );
                     continue;
                 }

@@ -1,20 +1,23 @@
 //! The decoder proper. [`Decoder`] walks the markers, keeping the tables and the frame they
-//! define, and decodes each scan as it comes: baseline scans block by block into the
-//! components' planes (through [`Sink`]), progressive ones (1/8 only) into coefficients
-//! that [`coefs_to_plane`] turns into samples at the end. [`run_scan`] is the MCU walk they
-//! all share, restart markers included.
+//! define, and decodes each scan as it comes, block by block into the components' planes
+//! (through [`Sink`]). [`run_scan`] is the MCU walk, restart markers included.
+//!
+//! Sequential files only. A progressive file's detail is in AC scans that a reduced-scale
+//! decode would skip unread, and so would not see the damage in them that libjpeg-turbo
+//! reports: the verdict on a file must not depend on the output size, so progressive files
+//! go to libjpeg-turbo at every scale.
 
 use std::rc::Rc;
 
 use super::Scaled;
 use super::color::RowSource;
-use super::huffman::{AcTable, Bits, DcTable, HuffSpec, cached_ac_table, last_kept, zigzag_map};
-use super::idct::{LANES, Sink, dc_pixel};
+use super::huffman::{AcTable, Bits, DcTable, HuffSpec, cached_ac_table};
+use super::idct::{LANES, Sink};
 use super::marker::{find_marker, find_marker_after_scan, segment};
 use super::simd;
 
-/// More scans than any real encoder writes: a cap on the work a hostile file can ask for.
-const MAX_SCANS: usize = 128;
+/// libjpeg-turbo's limit, so that both decoders refuse the same files.
+const MAX_SCANS: usize = crate::image::turbo::MAX_SCANS as usize;
 
 /// A frame component and what its scans have produced so far.
 struct Component {
@@ -33,10 +36,8 @@ struct Component {
     uv: usize,
     /// Quantization table (zigzag order), latched at the component's first scan.
     q: Option<[u16; 64]>,
-    /// Baseline: decoded by a scan. Progressive: its first DC scan is done.
+    /// Decoded by a scan.
     done: bool,
-    /// Progressive only: each block's kept coefficients, `n`x`n` row-major.
-    coefs: Vec<i16>,
     /// Samples at this component's scale, `bw * n` wide.
     plane: Vec<u8>,
 }
@@ -45,7 +46,6 @@ struct Component {
 struct Frame {
     width: usize,
     height: usize,
-    progressive: bool,
     hmax: usize,
     vmax: usize,
     mcux: usize,
@@ -96,9 +96,10 @@ impl Decoder {
             let body = segment(data, at)?;
             pos = at + 4 + body.len();
             match marker {
-                0xC0..=0xC2 => self.sof(body, marker == 0xC2, n, max_pixels)?,
-                // Lossless, hierarchical, arithmetic coding, and DNL-defined heights.
-                0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDC => return None,
+                0xC0 | 0xC1 => self.sof(body, n, max_pixels)?,
+                // Progressive (see the module doc), lossless, hierarchical, arithmetic
+                // coding, and DNL-defined heights.
+                0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDC => return None,
                 0xC4 => self.dht(body)?,
                 0xDB => self.dqt(body)?,
                 0xDD => {
@@ -121,9 +122,8 @@ impl Decoder {
         Some(())
     }
 
-    fn sof(&mut self, b: &[u8], progressive: bool, n: usize, max_pixels: u64) -> Option<()> {
-        // Progressive files keep their detail in AC scans, which only 1/8 can skip.
-        if self.frame.is_some() || b.len() < 6 || b[0] != 8 || (progressive && n != 1) {
+    fn sof(&mut self, b: &[u8], n: usize, max_pixels: u64) -> Option<()> {
+        if self.frame.is_some() || b.len() < 6 || b[0] != 8 {
             return None;
         }
         let height = usize::from(u16::from_be_bytes([b[1], b[2]]));
@@ -161,7 +161,6 @@ impl Decoder {
                 uv: 1,
                 q: None,
                 done: false,
-                coefs: Vec::new(),
                 plane: Vec::new(),
             });
         }
@@ -182,16 +181,11 @@ impl Decoder {
             (c.uh, c.uv) = (rh / c.n, rv / c.n);
             c.bw = mcux * c.h;
             c.bh = mcuy * c.v;
-            if progressive {
-                c.coefs = vec![0; c.bw * c.bh * c.n * c.n];
-            } else {
-                c.plane = vec![0; c.bw * c.bh * c.n * c.n];
-            }
+            c.plane = vec![0; c.bw * c.bh * c.n * c.n];
         }
         self.frame = Some(Frame {
             width,
             height,
-            progressive,
             hmax,
             vmax,
             mcux,
@@ -288,13 +282,6 @@ impl Decoder {
         if scan.iter().map(|s| s.hs * s.vs).sum::<usize>() > 10 {
             return None;
         }
-        let p = &b[1 + 2 * ns..];
-        let (ss, se, ah, al) = (
-            u32::from(p[0]),
-            u32::from(p[1]),
-            p[2] >> 4,
-            u32::from(p[2] & 15),
-        );
         let frame = self.frame.as_ref()?;
         // Size of the scan in MCUs: a non-interleaved scan covers only the component's
         // own blocks, without the padding to whole MCUs.
@@ -313,115 +300,28 @@ impl Decoder {
             }
         };
         let mut bits = Bits::new(data, pos);
-        if !frame.progressive {
-            for s in &scan {
-                self.dc_table(s.td)?;
-                self.ac_table(s.ta)?;
-            }
-            let frame = self.frame.as_mut()?;
-            let mut ctx = Vec::with_capacity(ns);
-            for s in &scan {
-                let c = &mut frame.comps[s.ci];
-                let q = c.q?;
-                let sink = Sink::new(c.n, c.bw * c.n, std::mem::take(&mut c.plane), &q);
-                ctx.push(BlockCtx {
-                    dc: self.dc_tables[s.td].as_ref()?,
-                    ac: self.ac_tables[s.ta].as_ref()?,
-                    sink,
-                });
-                c.done = true;
-            }
-            let ok = decode_baseline(&mut bits, &geom, &scan, &mut ctx);
-            for (s, c) in scan.iter().zip(ctx) {
-                frame.comps[s.ci].plane = c.sink.plane;
-            }
-            ok?;
-        } else if ss == 0 {
-            if se != 0 || al > 13 {
-                return None;
-            }
-            if ah == 0 {
-                for s in &scan {
-                    self.dc_table(s.td)?;
-                }
-            } else if scan.iter().any(|s| !frame.comps[s.ci].done) {
-                return None;
-            }
-            let frame = self.frame.as_mut()?;
-            let tables: Vec<&DcTable> = scan
-                .iter()
-                .filter_map(|s| self.dc_tables[s.td].as_ref())
-                .collect();
-            let mut targets: Vec<CoefTarget> = scan
-                .iter()
-                .map(|s| CoefTarget::take(&mut frame.comps[s.ci]))
-                .collect();
-            let ok = if ah == 0 {
-                run_scan(&mut bits, &geom, &scan, |bits, pred, sc, bx, by| {
-                    let t = &mut targets[sc];
-                    let at = t.at(bx, by);
-                    bits.ensure();
-                    *pred = i32::from((*pred + bits.dc(tables.get(sc)?)?) as i16);
-                    *t.coefs.get_mut(at)? = (*pred << al) as i16;
-                    Some(())
-                })
-            } else {
-                run_scan(&mut bits, &geom, &scan, |bits, _, sc, bx, by| {
-                    let t = &mut targets[sc];
-                    let at = t.at(bx, by);
-                    bits.ensure();
-                    *t.coefs.get_mut(at)? |= (bits.take(1) << al) as i16;
-                    Some(())
-                })
-            };
-            for (s, t) in scan.iter().zip(targets) {
-                frame.comps[s.ci].coefs = t.coefs;
-                frame.comps[s.ci].done |= ah == 0;
-            }
-            ok?;
-        } else {
-            let c = &frame.comps[scan[0].ci];
-            // Only blocks decoded bigger than 1x1 (subsampled chroma) use AC coefficients,
-            // and only the first pass over them: refinements are skipped unread.
-            if ns != 1 || se < ss || se > 63 || al > 13 {
-                return None;
-            }
-            let n = c.n;
-            if ah != 0 || n == 1 || ss > last_kept(n) {
-                return Some(find_marker_after_scan(data, pos)?.1);
-            }
-            self.ac_table(scan[0].ta)?;
-            let frame = self.frame.as_mut()?;
-            let table = self.ac_tables[scan[0].ta].as_ref()?;
-            let mut target = CoefTarget::take(&mut frame.comps[scan[0].ci]);
-            let map = zigzag_map(n);
-            let kept: Vec<usize> = (ss..=se.min(last_kept(n)))
-                .map(|k| usize::from(map[k as usize]))
-                .filter(|&m| m < n * n)
-                .collect();
-            let ok = run_scan(&mut bits, &geom, &scan, |bits, eob_run, _, bx, by| {
-                // The scan state reset at restarts is the end-of-band run here.
-                if *eob_run > 0 {
-                    *eob_run -= 1;
-                    return Some(());
-                }
-                let mut blk = [[0i32; 1]; 17];
-                let run = if n == 2 {
-                    bits.ac::<2, 1>(table, &mut blk, 0, ss, se + 1)?
-                } else {
-                    bits.ac::<4, 1>(table, &mut blk, 0, ss, se + 1)?
-                };
-                *eob_run = run as i32;
-                let at = target.at(bx, by);
-                let coefs = target.coefs.get_mut(at..at + n * n)?;
-                for &m in &kept {
-                    coefs[m] = (blk[m][0] << al) as i16;
-                }
-                Some(())
-            });
-            frame.comps[scan[0].ci].coefs = target.coefs;
-            ok?;
+        for s in &scan {
+            self.dc_table(s.td)?;
+            self.ac_table(s.ta)?;
         }
+        let frame = self.frame.as_mut()?;
+        let mut ctx = Vec::with_capacity(ns);
+        for s in &scan {
+            let c = &mut frame.comps[s.ci];
+            let q = c.q?;
+            let sink = Sink::new(c.n, c.bw * c.n, std::mem::take(&mut c.plane), &q);
+            ctx.push(BlockCtx {
+                dc: self.dc_tables[s.td].as_ref()?,
+                ac: self.ac_tables[s.ta].as_ref()?,
+                sink,
+            });
+            c.done = true;
+        }
+        let ok = decode_baseline(&mut bits, &geom, &scan, &mut ctx);
+        for (s, c) in scan.iter().zip(ctx) {
+            frame.comps[s.ci].plane = c.sink.plane;
+        }
+        ok?;
         if bits.overran() {
             return None;
         }
@@ -430,14 +330,9 @@ impl Decoder {
 
     /// Turns the decoded planes into the output image.
     pub(super) fn finish(self, n: usize) -> Option<Scaled> {
-        let mut frame = self.frame?;
+        let frame = self.frame?;
         if frame.comps.iter().any(|c| !c.done) {
             return None;
-        }
-        if frame.progressive {
-            for c in &mut frame.comps {
-                c.plane = coefs_to_plane(c)?;
-            }
         }
         let denom = 8 / n;
         let (ow, oh) = (frame.width.div_ceil(denom), frame.height.div_ceil(denom));
@@ -481,56 +376,6 @@ impl Decoder {
             pixels,
         })
     }
-}
-
-/// A progressive component's coefficients, taken out of it while a scan fills them.
-struct CoefTarget {
-    coefs: Vec<i16>,
-    bw: usize,
-    nn: usize,
-}
-
-impl CoefTarget {
-    fn take(c: &mut Component) -> CoefTarget {
-        CoefTarget {
-            coefs: std::mem::take(&mut c.coefs),
-            bw: c.bw,
-            nn: c.n * c.n,
-        }
-    }
-
-    /// Where block (`bx`, `by`) starts.
-    fn at(&self, bx: usize, by: usize) -> usize {
-        (by * self.bw + bx) * self.nn
-    }
-}
-
-/// A progressive component's samples, from the coefficients its scans left.
-fn coefs_to_plane(c: &Component) -> Option<Vec<u8>> {
-    let q = c.q?;
-    if c.n == 1 {
-        // One sample per block, in the same order as the blocks.
-        let q0 = i32::from(q[0]);
-        return Some(
-            c.coefs
-                .iter()
-                .map(|&dc| dc_pixel(i32::from(dc), q0))
-                .collect(),
-        );
-    }
-    let nn = c.n * c.n;
-    let mut sink = Sink::new(c.n, c.bw * c.n, vec![0; c.coefs.len()], &q);
-    for (by, row) in c.coefs.chunks_exact(c.bw * nn).enumerate() {
-        for (bx, coefs) in row.chunks_exact(nn).enumerate() {
-            let mut blk = [0i32; 17];
-            for (b, &v) in blk.iter_mut().zip(coefs) {
-                *b = i32::from(v);
-            }
-            sink.put(&blk, bx, by)?;
-        }
-    }
-    sink.flush()?;
-    Some(sink.plane)
 }
 
 /// A scan's size in MCUs, and its restart interval in MCUs (0 for none).

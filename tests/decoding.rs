@@ -1,0 +1,373 @@
+//! Every JPEG decoded as libjpeg-turbo decodes it, with one verdict at every scale.
+//!
+//! Fixtures are made here with libjpeg-turbo's own `cjpeg` and `jpegtran` (Debian's
+//! libjpeg-turbo-progs, which scripts/setup installs) from a synthetic picture, or are small
+//! files of qp's own making in `tests/fixtures/jpeg/` (its README says how). Each is decoded by
+//! qp at 1/1, 1/2, 1/4 and 1/8 (`decode_at`, the decode step of the pipeline) and compared with
+//! `djpeg -scale N/8`, libjpeg-turbo's decode at the same scale.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use qp::image::{self, ImageError, Pixels, ResizeSpec};
+
+use crate::util::{fixture_bytes, psnr};
+
+const SCALES: [u8; 4] = [8, 4, 2, 1];
+
+/// A 160x120 picture with smooth gradients, edges and fine texture: enough for the sampling
+/// and scan layouts below to matter.
+fn ppm(w: usize, h: usize) -> Vec<u8> {
+    let mut out = format!("P6\n{w} {h}\n255\n").into_bytes();
+    for y in 0..h {
+        for x in 0..w {
+            let t = ((x * 7 + y * 3) % 23) as u8 * 4;
+            let edge = if (x / 20 + y / 15) % 2 == 0 { 60 } else { 0 };
+            out.extend_from_slice(&[
+                (x * 255 / w) as u8 / 2 + edge + t / 2,
+                (y * 255 / h) as u8 / 2 + 40 + t,
+                (((x + y) * 255) / (w + h)) as u8 / 2 + edge,
+            ]);
+        }
+    }
+    out
+}
+
+fn tool(name: &str, args: &[&str], input: &[u8]) -> (Vec<u8>, String) {
+    let mut child = Command::new(name)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} (libjpeg-turbo-progs; scripts/setup): {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    (o.stdout, String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn cjpeg(args: &[&str]) -> Vec<u8> {
+    let (jpeg, err) = tool("cjpeg", args, &ppm(160, 120));
+    assert!(jpeg.starts_with(&[0xFF, 0xD8]), "cjpeg {args:?}: {err}");
+    jpeg
+}
+
+/// cjpeg with a scan script (`-scans`), written to a temporary file.
+fn cjpeg_scans(args: &[&str], script: &str) -> Vec<u8> {
+    let dir = crate::util::tempdir();
+    let path = dir.path().join("scans.txt");
+    std::fs::write(&path, script).unwrap();
+    let mut all = args.to_vec();
+    all.extend(["-scans", path.to_str().unwrap()]);
+    cjpeg(&all)
+}
+
+/// libjpeg-turbo's decode at `scale`/8 as RGB (gray expanded), with its warnings.
+fn djpeg(jpeg: &[u8], scale: u8) -> (u32, u32, Vec<u8>, String) {
+    let (pnm, err) = tool("djpeg", &["-scale", &format!("{scale}/8"), "-pnm"], jpeg);
+    let text = |i: &mut usize| {
+        while pnm[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+        let start = *i;
+        while !pnm[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+        String::from_utf8_lossy(&pnm[start..*i]).into_owned()
+    };
+    assert!(pnm.len() > 2, "djpeg gave nothing: {err}");
+    let mut i = 0;
+    let magic = text(&mut i);
+    let (w, h) = (text(&mut i).parse().unwrap(), text(&mut i).parse().unwrap());
+    let _max = text(&mut i);
+    let body = &pnm[i + 1..];
+    let rgb = if magic == "P5" {
+        body.iter().flat_map(|&v| [v, v, v]).collect()
+    } else {
+        body.to_vec()
+    };
+    (w, h, rgb, err)
+}
+
+/// qp's decode as RGB (gray expanded).
+fn rgb(p: &Pixels) -> Vec<u8> {
+    match p.channels {
+        1 => p.data.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => p
+            .data
+            .chunks_exact(4)
+            .flat_map(|x| [x[0], x[1], x[2]])
+            .collect(),
+    }
+}
+
+/// qp's decode of `data` matches libjpeg-turbo's at every scale: the same size, and at least
+/// `full_db` at full scale (where qp runs libjpeg-turbo itself) and 30 dB at the others (where
+/// qp's own decoder may take over).
+fn matches_libjpeg(name: &str, data: &[u8], full_db: f64) {
+    for scale in SCALES {
+        let ours = image::decode_at(data, scale, u64::MAX)
+            .unwrap_or_else(|e| panic!("{name} at {scale}/8: {e}"));
+        let (w, h, reference, warnings) = djpeg(data, scale);
+        assert_eq!((ours.width, ours.height), (w, h), "{name} at {scale}/8");
+        let db = psnr(&rgb(&ours), &reference);
+        let bound = if scale == 8 { full_db } else { 30.0 };
+        assert!(
+            db >= bound,
+            "{name} at {scale}/8: {db:.1} dB against djpeg ({warnings})"
+        );
+    }
+}
+
+/// The same verdict at every scale, and the whole pipeline agrees.
+fn refused_everywhere(name: &str, data: &[u8], want: &ImageError) {
+    for scale in SCALES {
+        let err = image::decode_at(data, scale, u64::MAX)
+            .map(|p| format!("{}x{}", p.width, p.height))
+            .expect_err(&format!("{name} at {scale}/8 decoded"));
+        assert_eq!(&err, want, "{name} at {scale}/8");
+    }
+    let err = image::process(data, &ResizeSpec::default()).expect_err(name);
+    assert_eq!(&err, want, "{name} through process");
+}
+
+#[test]
+fn non_interleaved_scans_decode_at_every_scale() {
+    // One scan per component, luma sampled 2x2 and 1x2 (the green stripes).
+    for sample in ["2x2,1x1,1x1", "1x2,1x1,1x1", "2x1,1x1,1x1"] {
+        let jpeg = cjpeg_scans(&["-quality", "90", "-sample", sample], "0;\n1;\n2;\n");
+        matches_libjpeg(&format!("non-interleaved {sample}"), &jpeg, 45.0);
+    }
+}
+
+#[test]
+fn chroma_finer_than_luma_decodes() {
+    for sample in ["1x1,2x2,1x1", "1x1,2x1,2x1", "1x2,2x2,1x1"] {
+        let jpeg = cjpeg(&["-quality", "90", "-sample", sample]);
+        matches_libjpeg(&format!("sampling {sample}"), &jpeg, 45.0);
+    }
+}
+
+#[test]
+fn rgb_coded_arithmetic_and_progressive_decode() {
+    let cases: [(&str, &[&str]); 6] = [
+        ("RGB components", &["-rgb", "-quality", "90"]),
+        ("arithmetic", &["-arithmetic", "-quality", "90"]),
+        ("arithmetic progressive", &["-arithmetic", "-progressive"]),
+        ("progressive", &["-progressive", "-quality", "85"]),
+        (
+            "4:2:2 restart markers",
+            &["-sample", "2x1", "-restart", "1"],
+        ),
+        ("gray", &["-grayscale"]),
+    ];
+    for (name, args) in cases {
+        matches_libjpeg(name, &cjpeg(args), 45.0);
+    }
+}
+
+/// The committed fixtures' gradient (tests/fixtures/jpeg/README.md).
+fn gradient(x: usize, y: usize) -> [u8; 3] {
+    [(x * 5) as u8, (y * 8) as u8, ((x + y) * 3) as u8]
+}
+
+#[test]
+fn lossless_8bit_decodes_exactly_at_full_size() {
+    let data = fixture_bytes("jpeg/lossless_8bit.jpg");
+    let want: Vec<u8> = (0..32)
+        .flat_map(|y| (0..48).flat_map(move |x| gradient(x, y)))
+        .collect();
+    // libjpeg does not scale lossless files: every scale gets the full picture.
+    for scale in SCALES {
+        let p = image::decode_at(&data, scale, u64::MAX).unwrap();
+        assert_eq!((p.width, p.height), (48, 32), "at {scale}/8");
+        assert_eq!(rgb(&p), want, "at {scale}/8");
+    }
+    let out = image::process(&data, &ResizeSpec::default()).unwrap();
+    assert_eq!((out[0].width, out[0].height), (224, 224));
+}
+
+#[test]
+fn ycck_decodes_to_pillows_cmyk_conversion() {
+    let data = fixture_bytes("jpeg/ycck_adobe.jpg");
+    // tests/fixtures/jpeg/ycck.c: C = 5x, M = 7y, Y = 60, K = 2(x + y) (ink, 0..255).
+    let want: Vec<u8> = (0..32usize)
+        .flat_map(|y| {
+            (0..48usize).flat_map(move |x| {
+                let k = 255 - 2 * (x + y) as u32;
+                [5 * x, 7 * y, 60].map(|c| ((255 - c as u32) * k / 255) as u8)
+            })
+        })
+        .collect();
+    let full = image::decode_at(&data, 8, u64::MAX).unwrap();
+    assert_eq!((full.width, full.height), (48, 32));
+    let db = psnr(&rgb(&full), &want);
+    assert!(db > 35.0, "{db:.1} dB against the formula");
+    for scale in [4, 2, 1] {
+        let p = image::decode_at(&data, scale, u64::MAX).unwrap();
+        let n = usize::from(8 / scale);
+        assert_eq!(
+            (p.width as usize, p.height as usize),
+            (48 / n, 32 / n),
+            "at {scale}/8"
+        );
+    }
+}
+
+#[test]
+fn unsupported_precisions_are_named() {
+    refused_everywhere(
+        "12-bit",
+        &fixture_bytes("jpeg/lossy_12bit.jpg"),
+        &ImageError::Unsupported("12-bit JPEG".into()),
+    );
+    refused_everywhere(
+        "16-bit lossless",
+        &fixture_bytes("jpeg/lossless_16bit.jpg"),
+        &ImageError::Unsupported("lossless JPEG with 16-bit samples".into()),
+    );
+}
+
+/// Inserts `bytes` at the start of the segment of the first `marker` (its 0xFF).
+fn insert_before(data: &[u8], marker: u8, bytes: &[u8]) -> Vec<u8> {
+    let at = data
+        .windows(2)
+        .position(|w| w == [0xFF, marker])
+        .expect("marker present");
+    [&data[..at], bytes, &data[at..]].concat()
+}
+
+#[test]
+fn what_libjpeg_accepts_with_a_warning_decodes() {
+    let base = cjpeg(&["-quality", "90"]);
+    // A truncated APP14 (too short to hold Adobe's fields), as some cameras write.
+    let short_app14 = insert_before(&base, 0xDB, b"\xFF\xEE\x00\x08Adobe\x00");
+    matches_libjpeg("short APP14", &short_app14, 45.0);
+    // Stray bytes between two marker segments: libjpeg warns "extraneous bytes" and goes on.
+    let stray = insert_before(&base, 0xC4, b"\x00\x12\x34");
+    let (_, _, _, warnings) = djpeg(&stray, 8);
+    assert!(warnings.contains("extraneous"), "{warnings}");
+    matches_libjpeg("extraneous bytes", &stray, 45.0);
+    // The EOI marker missing after complete data, baseline and progressive.
+    matches_libjpeg("no EOI", &base[..base.len() - 2], 45.0);
+    let prog = cjpeg(&["-progressive"]);
+    matches_libjpeg("progressive, no EOI", &prog[..prog.len() - 2], 45.0);
+}
+
+#[test]
+fn truncated_data_is_truncated_at_every_scale() {
+    for (name, jpeg) in [
+        ("baseline", cjpeg(&["-quality", "90"])),
+        ("progressive", cjpeg(&["-progressive"])),
+        (
+            "non-interleaved",
+            cjpeg_scans(&["-sample", "2x2,1x1,1x1"], "0;\n1;\n2;\n"),
+        ),
+    ] {
+        for cut in [0.35, 0.6, 0.9] {
+            let n = (jpeg.len() as f64 * cut) as usize;
+            refused_everywhere(
+                &format!("{name} cut at {cut}"),
+                &jpeg[..n],
+                &ImageError::Truncated,
+            );
+        }
+    }
+    // A progressive file cut exactly between two scans: every scan there is complete, but
+    // the picture is not.
+    let prog = cjpeg(&["-progressive"]);
+    let sos: Vec<usize> = prog
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| *w == [0xFF, 0xDA])
+        .map(|(i, _)| i)
+        .collect();
+    refused_everywhere(
+        "progressive cut between scans",
+        &prog[..sos[sos.len() / 2]],
+        &ImageError::Truncated,
+    );
+}
+
+#[test]
+fn damaged_scan_data_is_corrupt_at_every_scale() {
+    let base = cjpeg(&["-quality", "90"]);
+    let sos = base.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+    // The scan data cut short and an EOI put after it: "premature end of data segment".
+    let mut cut = base[..sos + (base.len() - sos) / 2].to_vec();
+    cut.extend_from_slice(&[0xFF, 0xD9]);
+    let (_, _, _, warnings) = djpeg(&cut, 8);
+    assert!(
+        warnings.contains("premature end of data segment"),
+        "{warnings}"
+    );
+    let corrupt = ImageError::Corrupt("the compressed image data is damaged".into());
+    refused_everywhere("scan cut, EOI appended", &cut, &corrupt);
+    // Flipped bits: the first flip libjpeg itself reports as damage.
+    let mut found = 0;
+    for pos in (sos + 200..base.len() - 50).step_by(97) {
+        let mut bad = base.clone();
+        bad[pos] ^= 0x55;
+        if bad[pos] == 0xFF || bad[pos - 1] == 0xFF {
+            continue;
+        }
+        let (_, _, _, warnings) = djpeg(&bad, 8);
+        if warnings.contains("corrupt jpeg data") && !warnings.contains("extraneous") {
+            refused_everywhere(&format!("flip at {pos}"), &bad, &corrupt);
+            found += 1;
+            if found == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(found, 3, "no flip that libjpeg reports as damage");
+}
+
+#[test]
+fn endless_scans_are_refused() {
+    // A progressive file whose last scan repeats: libjpeg would read every copy, a pass over
+    // the whole image each.
+    let prog = cjpeg(&["-progressive"]);
+    let last = prog.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+    let scan = &prog[last..prog.len() - 2];
+    let mut hostile = prog[..prog.len() - 2].to_vec();
+    for _ in 0..150 {
+        hostile.extend_from_slice(scan);
+    }
+    hostile.extend_from_slice(&[0xFF, 0xD9]);
+    let started = std::time::Instant::now();
+    let err = image::decode_at(&hostile, 8, u64::MAX).unwrap_err();
+    assert!(err.to_string().contains("more than 100 scans"), "{err}");
+    refused_everywhere("150 repeated scans", &hostile, &err);
+    // Not a timing assertion on qp's speed: a guard against the limit not applying at all.
+    assert!(started.elapsed().as_secs() < 60);
+}
+
+#[test]
+fn damaged_files_in_a_batch_leave_the_rest_done() {
+    // Through the pipeline as the worker and `qp resize` call it: the C decoder's errors come
+    // back as values, one file after another on the same thread (the decoder is reused).
+    let base = cjpeg(&["-quality", "90"]);
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for i in 0..30 {
+        let mut v = base.clone();
+        match i % 3 {
+            0 => v.truncate(v.len() * (i + 10) / 50),
+            1 => {
+                let at = v.len() / 2 + i;
+                v[at] = 0xFF;
+                v[at + 1] = 0xC4;
+            }
+            _ => {}
+        }
+        inputs.push(v);
+    }
+    let done = inputs
+        .iter()
+        .filter(|d| image::process(d, &ResizeSpec::default()).is_ok())
+        .count();
+    assert_eq!(
+        done, 10,
+        "every intact file converted, every damaged one refused"
+    );
+}
