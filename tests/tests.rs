@@ -1,6 +1,7 @@
 //! The one integration-test binary (ripgrep's layout): each module below is one area, and every
 //! end-to-end test runs the real `qp` binary from `util`.
 
+mod dashboard;
 mod drills;
 mod faults;
 mod image;
@@ -9,5 +10,6 @@ mod packaging;
 mod pipeline;
 mod resize;
 mod scale;
+mod status;
 mod util;
 mod work;
