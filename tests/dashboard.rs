@@ -33,7 +33,8 @@ fn template_variables(tf: &str) -> Vec<String> {
     let start = tf
         .find("templatefile(")
         .expect("dashboard.tf renders a template");
-    let open = start + tf[start..].find('{').unwrap();
+    // The map after the path (whose own `${path.module}` has braces too).
+    let open = start + tf[start..].find(", {").expect("templatefile(path, {...})") + 2;
     let close = open + tf[open..].find('}').unwrap();
     tf[open + 1..close]
         .lines()
