@@ -75,7 +75,7 @@ fn row(r: &Value) -> (String, String, Vec<(String, String)>) {
         !strings.contains(&"."),
         "{r}: write rows out in full, the test does not follow '.'"
     );
-    assert!(strings.len() >= 2 && strings.len() % 2 == 0, "{r}");
+    assert!(strings.len() >= 2 && strings.len().is_multiple_of(2), "{r}");
     let dims = strings[2..]
         .chunks(2)
         .map(|p| (p[0].to_owned(), p[1].to_owned()))
