@@ -76,7 +76,8 @@ pub struct TaskSummary {
     pub total: u64,
     /// Last status RUNNING.
     pub running: u64,
-    /// Still on its way (PROVISIONING, PENDING, ACTIVATING).
+    /// Not RUNNING although wanted: still on its way (PROVISIONING, PENDING, ACTIVATING) or
+    /// already stopping.
     pub pending: u64,
     pub by_capacity_provider: BTreeMap<String, ProviderCount>,
 }
