@@ -339,9 +339,15 @@ async fn redrive_loses_nothing_when_sends_or_deletes_fail() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(env.depth(&env.dlq).await, (count, 0));
 
-    // No fault: everything moves; the queue has every body twice, with its attributes.
-    let (out, r) = redrive(&env, &args, None);
+    // No fault, the default method: moto refuses StartMessageMoveTask, so qp says so and moves
+    // by receive/send/delete. The queue has every body twice, with its attributes.
+    let (out, r) = redrive(&env, &["--hold-secs", "3"], None);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r["method"], "batch", "{r}");
+    assert!(
+        r["note"].as_str().unwrap().contains("StartMessageMoveTask"),
+        "{r}"
+    );
     assert_eq!(r["moved"], count, "{r}");
     assert_eq!(env.depth(&env.dlq).await, (0, 0));
     let mut copies: BTreeMap<String, usize> = BTreeMap::new();
