@@ -20,8 +20,8 @@ use crate::logging::LogFormat;
     long_about = "Turn a bucket of uploaded images into a bucket of model-ready JPEGs.\n\n\
         One binary, three modes: `qp resize` works on local files, `qp work` drains the S3 \
         notification queue on ECS Fargate, `qp scale` starts Fargate tasks for the backlog (and is \
-        the Lambda `bootstrap`). Every flag can also be set through the QP_* variable shown in its \
-        help.",
+        the Lambda `bootstrap`); `qp status` and `qp redrive` are for the operator. Every flag can \
+        also be set through the QP_* variable shown in its help.",
     after_help = "Examples:\n  qp resize samples --out out --size 224x224 --size 299x299\n  \
         QP_QUEUE_URL=... QP_DEST_BUCKET=... qp work\n  qp scale --dry-run"
 )]
@@ -51,6 +51,17 @@ pub enum Command {
     #[command(after_help = "Examples:\n  qp resize samples --out out\n  \
         qp resize a.jpg b.jpg --size 224x224 --size 299x299 --mode pad --out model-input")]
     Resize(ResizeArgs),
+    /// Where the pipeline stands, in one JSON object: queue, DLQ (read, not consumed), worker
+    /// tasks by capacity provider, and what the scaler would decide now.
+    #[command(after_help = "Example:\n  QP_QUEUE_URL=https://sqs.../uploads \
+        QP_DLQ_URL=https://sqs.../uploads-dlq QP_CLUSTER=qp QP_TASK_DEFINITION=qp-worker qp status")]
+    Status(StatusArgs),
+    /// Move the DLQ's messages back to the queue (after fixing their cause), all or only those
+    /// of one qp_reason.
+    #[command(after_help = "Examples:\n  QP_QUEUE_URL=https://sqs.../uploads \
+        QP_DLQ_URL=https://sqs.../uploads-dlq qp redrive\n  \
+        qp redrive --reason object_too_large --dlq-url ... --queue-url ...")]
+    Redrive(RedriveArgs),
 }
 
 /// The image pipeline's settings, shared by `resize` and `work`.
@@ -206,6 +217,33 @@ pub struct ScaleArgs {
     #[arg(long, env = "QP_ASSIGN_PUBLIC_IP", value_name = "BOOL")]
     pub assign_public_ip: Option<String>,
 
+    /// Capacity provider strategy: PROVIDER:WEIGHT[:base=N],... e.g.
+    /// FARGATE:1:base=1,FARGATE_SPOT:4 [default: FARGATE_SPOT:1]
+    #[arg(long, env = "QP_CAPACITY", value_name = "STRATEGY")]
+    pub capacity: Option<String>,
+
+    /// Relaunch tasks Fargate Spot had no capacity for on regular FARGATE [default: true]
+    #[arg(long, env = "QP_SPOT_FALLBACK", value_name = "BOOL")]
+    pub spot_fallback: Option<String>,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+
+    /// Environment of the launched worker containers (overrides): NAME=VALUE,NAME=VALUE, or a
+    /// JSON object {"NAME":"VALUE"} when a value contains a comma.
+    #[arg(long, env = "QP_TASK_ENV", value_name = "VARS", hide_env_values = true)]
+    pub task_env: Option<String>,
+
+    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal) [default:
+    /// auto]
+    #[arg(long, env = "QP_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The scaling policy's raw settings: read by `qp scale`, and by `qp status` for the decision it
+/// shows.
+#[derive(Args, Debug, Default, Clone)]
+pub struct PolicyArgs {
     /// Backlog (messages) one task is expected to drain [default: 10]
     #[arg(long, env = "QP_MESSAGES_PER_TASK", value_name = "N")]
     pub messages_per_task: Option<String>,
@@ -218,15 +256,6 @@ pub struct ScaleArgs {
     #[arg(long, env = "QP_MAX_LAUNCH_PER_RUN", value_name = "N")]
     pub max_launch_per_run: Option<String>,
 
-    /// Capacity provider strategy: PROVIDER:WEIGHT[:base=N],... e.g.
-    /// FARGATE:1:base=1,FARGATE_SPOT:4 [default: FARGATE_SPOT:1]
-    #[arg(long, env = "QP_CAPACITY", value_name = "STRATEGY")]
-    pub capacity: Option<String>,
-
-    /// Relaunch tasks Fargate Spot had no capacity for on regular FARGATE [default: true]
-    #[arg(long, env = "QP_SPOT_FALLBACK", value_name = "BOOL")]
-    pub spot_fallback: Option<String>,
-
     /// Count in-flight (received, not yet deleted) messages as backlog too [default: true]
     #[arg(long, env = "QP_COUNT_IN_FLIGHT", value_name = "BOOL")]
     pub count_in_flight: Option<String>,
@@ -234,16 +263,66 @@ pub struct ScaleArgs {
     /// Off switch: with false the scaler reports but never launches [default: true]
     #[arg(long, env = "QP_ENABLED", value_name = "BOOL")]
     pub enabled: Option<String>,
+}
 
-    /// Environment of the launched worker containers (overrides): NAME=VALUE,NAME=VALUE, or a
-    /// JSON object {"NAME":"VALUE"} when a value contains a comma.
-    #[arg(long, env = "QP_TASK_ENV", value_name = "VARS", hide_env_values = true)]
-    pub task_env: Option<String>,
+/// Raw settings of `qp status`: the queue, the DLQ and the tasks as `qp work` and `qp scale`
+/// name them, and the scaling policy for the decision it shows.
+#[derive(Args, Debug, Default)]
+pub struct StatusArgs {
+    /// URL of the queue the source bucket notifies.
+    #[arg(long, env = "QP_QUEUE_URL")]
+    pub queue_url: Option<String>,
 
-    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal) [default:
-    /// auto]
-    #[arg(long, env = "QP_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    /// URL of the dead-letter queue (without it the DLQ is left out of the status).
+    #[arg(long, env = "QP_DLQ_URL")]
+    pub dlq_url: Option<String>,
+
+    /// ECS cluster name or ARN of the workers.
+    #[arg(long, env = "QP_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Worker task definition (family, family:revision or ARN): tasks are counted by its family.
+    #[arg(long, env = "QP_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+
+    /// Print the JSON object even on a terminal (which otherwise gets a short table).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// Raw settings of `qp redrive`.
+#[derive(Args, Debug, Default)]
+pub struct RedriveArgs {
+    /// The queue the messages go back to (the source bucket's queue).
+    #[arg(long, env = "QP_QUEUE_URL")]
+    pub queue_url: Option<String>,
+
+    /// The dead-letter queue the messages are taken from.
+    #[arg(long, env = "QP_DLQ_URL")]
+    pub dlq_url: Option<String>,
+
+    /// Move only the messages whose qp_reason attribute is REASON (e.g. object_too_large after
+    /// raising QP_MAX_OBJECT_BYTES). Always moves by receive/send/delete.
+    #[arg(long, value_name = "REASON")]
+    pub reason: Option<String>,
+
+    /// Messages moved per second by SQS's move task, 1-500 [default: as fast as SQS goes].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub rate: Option<u32>,
+
+    /// auto: SQS's StartMessageMoveTask, falling back to receive/send/delete where it is not
+    /// available (emulators); move-task: only the former; batch: only the latter.
+    #[arg(long, default_value = "auto", value_name = "METHOD")]
+    pub method: String,
+
+    /// Receive/send/delete: how long a received DLQ message stays hidden while it is sent. A
+    /// message whose delete failed reappears in the DLQ after this (and is then a duplicate).
+    #[arg(long, default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u32).range(1..=43200))]
+    pub hold_secs: u32,
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {

@@ -5,6 +5,8 @@
 //! - `qp resize` ([`resize`]): the image pipeline on local files, in parallel.
 //! - `qp work` ([`work`]): the Fargate worker draining the S3-notification queue.
 //! - `qp scale` ([`scale`]): the scheduled scaler, also the Lambda `bootstrap`.
+//! - `qp status` ([`status`]) and `qp redrive` ([`redrive`]): the operator's view and the way
+//!   back from the DLQ.
 //!
 //! The parts:
 //!
@@ -15,6 +17,7 @@
 //! - [`aws`]: the only place that talks to the AWS SDK; everything else sees traits.
 //! - [`shutdown`]: the SIGTERM/Ctrl-C future injected into long-running modes.
 //! - [`logging`]: tracing set-up (JSON for CloudWatch, text on a terminal).
+//! - [`metrics`]: the names of the CloudWatch metrics qp emits (EMF), which the dashboard draws.
 
 // No `unsafe` in the library but the AVX2 dispatch (`image::scaled::simd`, which allows it);
 // the allocator in `src/main.rs` belongs to the binary, a crate of its own.
@@ -26,9 +29,12 @@ pub mod config;
 pub mod event;
 pub mod image;
 pub mod logging;
+pub mod metrics;
+pub mod redrive;
 pub mod resize;
 pub mod scale;
 pub mod shutdown;
+pub mod status;
 pub mod work;
 
 use std::process::ExitCode;
@@ -41,5 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resize(args) => resize::run(args),
         Command::Work(args) => work::main(args),
         Command::Scale(args) => scale::main(args),
+        Command::Status(args) => status::main(args),
+        Command::Redrive(args) => redrive::main(args),
     }
 }

@@ -62,3 +62,8 @@ output "notifications_topic_arn" {
   description = "SNS topic of the DLQ alarm and pipeline results (subscribe with alarm_email or yourself)."
   value       = aws_sns_topic.notifications.arn
 }
+
+output "dashboard_url" {
+  description = "The CloudWatch dashboard: queue, DLQ, tasks, throughput, latency, scaler decisions, last failures."
+  value       = "https://${var.region}.console.aws.amazon.com/cloudwatch/home?region=${var.region}#dashboards/dashboard/${aws_cloudwatch_dashboard.this.dashboard_name}"
+}

@@ -1,5 +1,5 @@
 # Uploads -> S3 notification -> SQS queue (-> DLQ after max_receive_count receives), plus the
-# alarm on the DLQ and the notification topic.
+# notification topic its alarms (dashboard.tf) publish to.
 
 resource "aws_sqs_queue" "dlq" {
   name                      = "${var.name}-uploads-dlq"
@@ -93,7 +93,7 @@ resource "aws_s3_bucket_notification" "source" {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Notifications: the DLQ alarm and the pipeline's failures go to one topic.
+# Notifications: the queue alarms (dashboard.tf) and the pipeline's failures go to one topic.
 # ---------------------------------------------------------------------------------------------
 
 resource "aws_sns_topic" "notifications" {
@@ -162,20 +162,4 @@ resource "aws_sns_topic_subscription" "email" {
   topic_arn = aws_sns_topic.notifications.arn
   protocol  = "email"
   endpoint  = var.alarm_email
-}
-
-resource "aws_cloudwatch_metric_alarm" "dlq_depth" {
-  alarm_name          = "${var.name}-dlq-not-empty"
-  alarm_description   = "Uploads qp could not process after ${var.max_receive_count} receives are waiting in ${aws_sqs_queue.dlq.name}. Look at them, fix, then redrive to ${aws_sqs_queue.uploads.name}."
-  namespace           = "AWS/SQS"
-  metric_name         = "ApproximateNumberOfMessagesVisible"
-  dimensions          = { QueueName = aws_sqs_queue.dlq.name }
-  statistic           = "Maximum"
-  period              = 300
-  evaluation_periods  = 1
-  comparison_operator = "GreaterThanThreshold"
-  threshold           = 0
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = [aws_sns_topic.notifications.arn]
-  ok_actions          = [aws_sns_topic.notifications.arn]
 }

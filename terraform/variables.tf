@@ -93,6 +93,17 @@ variable "alarm_email" {
   default     = null
 }
 
+variable "stalled_after_secs" {
+  description = "The queue-stalled alarm fires when the oldest upload has waited longer than this (seconds)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.stalled_after_secs >= 300
+    error_message = "stalled_after_secs: at least 300 (the scaler ticks every few minutes, and SQS publishes the age every minute)."
+  }
+}
+
 # ---------------------------------------------------------------------------------------------
 # The worker (`qp work`): its QP_* settings and task size
 # ---------------------------------------------------------------------------------------------

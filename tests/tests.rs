@@ -1,6 +1,7 @@
 //! The one integration-test binary (ripgrep's layout): each module below is one area, and every
 //! end-to-end test runs the real `qp` binary from `util`.
 
+mod dashboard;
 mod decoding;
 mod drills;
 mod faults;
@@ -10,5 +11,6 @@ mod packaging;
 mod pipeline;
 mod resize;
 mod scale;
+mod status;
 mod util;
 mod work;

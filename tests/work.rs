@@ -13,18 +13,18 @@ use crate::util::{
 };
 
 /// A source bucket notifying a queue whose redrive policy ends in a DLQ, and a destination bucket.
-struct Env {
-    moto: Moto,
-    s3: aws_sdk_s3::Client,
-    sqs: aws_sdk_sqs::Client,
-    queue: String,
-    dlq: String,
+pub(crate) struct Env {
+    pub moto: Moto,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue: String,
+    pub dlq: String,
 }
 
 const SRC: &str = "uploads";
 const DST: &str = "processed-images";
 
-async fn env(visibility_timeout: u32, notify: bool) -> Env {
+pub(crate) async fn env(visibility_timeout: u32, notify: bool) -> Env {
     let moto = Moto::start();
     let s3 = moto.s3().await;
     let sqs = moto.sqs().await;
@@ -70,7 +70,7 @@ async fn env(visibility_timeout: u32, notify: bool) -> Env {
 }
 
 impl Env {
-    async fn upload(&self, key: &str, body: Vec<u8>) {
+    pub(crate) async fn upload(&self, key: &str, body: Vec<u8>) {
         self.s3
             .put_object()
             .bucket(SRC)
@@ -92,7 +92,7 @@ impl Env {
     }
 
     /// `qp work` pointed at this environment, with a short idle timeout.
-    fn worker(&self, extra: &[(&str, &str)]) -> Command {
+    pub(crate) fn worker(&self, extra: &[(&str, &str)]) -> Command {
         let mut cmd = qp();
         self.moto.configure(&mut cmd);
         cmd.arg("work")
@@ -126,7 +126,7 @@ impl Env {
         (w, h)
     }
 
-    async fn dest_keys(&self) -> BTreeSet<String> {
+    pub(crate) async fn dest_keys(&self) -> BTreeSet<String> {
         let mut keys = BTreeSet::new();
         let mut pages = self
             .s3
@@ -143,12 +143,12 @@ impl Env {
     }
 
     /// (visible, in flight) messages of a queue.
-    async fn depth(&self, url: &str) -> (u64, u64) {
+    pub(crate) async fn depth(&self, url: &str) -> (u64, u64) {
         queue_depth(&self.sqs, url).await
     }
 
     /// Every message of a queue (body, attributes), received and hidden for a minute.
-    async fn drain(&self, url: &str) -> Vec<(String, BTreeMap<String, String>)> {
+    pub(crate) async fn drain(&self, url: &str) -> Vec<(String, BTreeMap<String, String>)> {
         let mut all = Vec::new();
         loop {
             let out = self
@@ -181,7 +181,7 @@ impl Env {
 }
 
 /// Runs a worker to its own exit, failing the test if it does not stop within `limit`.
-fn run_to_exit(mut cmd: Command, limit: Duration) -> Output {
+pub(crate) fn run_to_exit(mut cmd: Command, limit: Duration) -> Output {
     let child = cmd.spawn().expect("starting qp work");
     wait_with_limit(child, limit)
 }

@@ -2,6 +2,7 @@
 //! small traits defined in the submodules, so their logic is tested without AWS and the SDK types
 //! stay out of the pure code.
 
+pub mod admin;
 pub mod depth;
 pub mod ecs;
 pub mod s3;
@@ -32,4 +33,16 @@ impl Clients {
             ecs: aws_sdk_ecs::Client::new(&shared),
         }
     }
+}
+
+/// Runs `f` with the clients on a one-thread runtime: what the operator's commands (`qp status`,
+/// `qp redrive`) need for their few calls.
+pub fn with_clients<T>(f: impl AsyncFnOnce(&Clients) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let clients = Clients::load(false).await;
+        f(&clients).await
+    })
 }

@@ -104,7 +104,7 @@ fn err<E: std::error::Error>(what: &str, url: &str, e: E) -> QueueError {
 
 /// Batch entry ids are the entry's position: message ids would do, except that the same message
 /// received twice (SQS is at-least-once) would make the whole batch fail as not distinct.
-fn failures(
+pub(crate) fn failures(
     entries: &[Receipt],
     failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
 ) -> Vec<EntryFailure> {

@@ -3,6 +3,7 @@
 //! variable to fix. Nothing here touches the network or the file system.
 
 pub mod scale;
+pub mod status;
 pub mod work;
 
 use crate::cli::ImageArgs;

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use super::{ConfigError, required};
-use crate::cli::ScaleArgs;
+use crate::cli::{PolicyArgs, ScaleArgs};
 use crate::logging::LogFormat;
 use crate::scale::decision::Policy;
 
@@ -91,16 +91,7 @@ impl ScaleConfig {
             "QP_SECURITY_GROUPS",
             MAX_SECURITY_GROUPS,
         )?;
-        let policy = Policy {
-            messages_per_task: count(args.messages_per_task, "QP_MESSAGES_PER_TASK", 10)?,
-            max_tasks: count(args.max_tasks, "QP_MAX_TASKS", 10)?,
-            max_launch_per_run: match present(args.max_launch_per_run) {
-                None => None,
-                Some(v) => Some(count(Some(v), "QP_MAX_LAUNCH_PER_RUN", 1)?),
-            },
-            count_in_flight: boolean(args.count_in_flight, "QP_COUNT_IN_FLIGHT", true)?,
-            enabled: boolean(args.enabled, "QP_ENABLED", true)?,
-        };
+        let policy = policy(&args.policy)?;
         let event_id = match present(args.event_id) {
             None => None,
             Some(id) => Some(event_id(&id)?),
@@ -133,6 +124,20 @@ impl ScaleConfig {
             log_format,
         })
     }
+}
+
+/// The scaling policy from its raw settings (`qp scale` and `qp status` share it).
+pub fn policy(args: &PolicyArgs) -> Result<Policy, ConfigError> {
+    Ok(Policy {
+        messages_per_task: count(args.messages_per_task.clone(), "QP_MESSAGES_PER_TASK", 10)?,
+        max_tasks: count(args.max_tasks.clone(), "QP_MAX_TASKS", 10)?,
+        max_launch_per_run: match present(args.max_launch_per_run.clone()) {
+            None => None,
+            Some(v) => Some(count(Some(v), "QP_MAX_LAUNCH_PER_RUN", 1)?),
+        },
+        count_in_flight: boolean(args.count_in_flight.clone(), "QP_COUNT_IN_FLIGHT", true)?,
+        enabled: boolean(args.enabled.clone(), "QP_ENABLED", true)?,
+    })
 }
 
 /// A value that is set and not blank.
@@ -401,22 +406,22 @@ mod tests {
         type Case = (fn(&mut ScaleArgs), &'static str);
         let cases: Vec<Case> = vec![
             (
-                |a| a.messages_per_task = Some("0".into()),
+                |a| a.policy.messages_per_task = Some("0".into()),
                 "QP_MESSAGES_PER_TASK",
             ),
             (
-                |a| a.messages_per_task = Some("ten".into()),
+                |a| a.policy.messages_per_task = Some("ten".into()),
                 "QP_MESSAGES_PER_TASK",
             ),
-            (|a| a.max_tasks = Some("-1".into()), "QP_MAX_TASKS"),
+            (|a| a.policy.max_tasks = Some("-1".into()), "QP_MAX_TASKS"),
             (
-                |a| a.max_launch_per_run = Some("1.5".into()),
+                |a| a.policy.max_launch_per_run = Some("1.5".into()),
                 "QP_MAX_LAUNCH_PER_RUN",
             ),
-            (|a| a.enabled = Some("maybe".into()), "QP_ENABLED"),
+            (|a| a.policy.enabled = Some("maybe".into()), "QP_ENABLED"),
             (|a| a.spot_fallback = Some("2".into()), "QP_SPOT_FALLBACK"),
             (
-                |a| a.count_in_flight = Some("y".into()),
+                |a| a.policy.count_in_flight = Some("y".into()),
                 "QP_COUNT_IN_FLIGHT",
             ),
             (
@@ -441,8 +446,8 @@ mod tests {
             assert!(err.0.starts_with(env), "{env}: {err}");
         }
         let mut a = args();
-        a.enabled = Some("OFF".into());
-        a.max_launch_per_run = Some(" 3 ".into());
+        a.policy.enabled = Some("OFF".into());
+        a.policy.max_launch_per_run = Some(" 3 ".into());
         a.assign_public_ip = Some("Yes".into());
         let c = ScaleConfig::from_args(a).unwrap();
         assert!(!c.policy.enabled && c.assign_public_ip);

@@ -11,6 +11,7 @@
 pub mod decision;
 pub mod lambda;
 pub mod launch;
+pub mod metrics;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -5,10 +5,9 @@
 //! in namespace `qp`, dimension `Queue`. One line sums a window: at most 100 images (EMF's limit on
 //! values per metric, used for `LatencyMs`) or [`EMF_INTERVAL`], whichever comes first.
 
-use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Longest time between two EMF lines while there is activity.
 pub const EMF_INTERVAL: Duration = Duration::from_secs(10);
@@ -99,51 +98,26 @@ impl Stats {
 
 /// The EMF JSON line for a window.
 pub fn emf_line(queue: &str, w: &Window, timestamp_ms: u128) -> String {
-    serde_json::json!({
-        "_aws": {
-            "Timestamp": timestamp_ms as u64,
-            "CloudWatchMetrics": [{
-                "Namespace": "qp",
-                "Dimensions": [["Queue"]],
-                "Metrics": [
-                    {"Name": "ImagesProcessed", "Unit": "Count"},
-                    {"Name": "ImagesFailed", "Unit": "Count"},
-                    {"Name": "LatencyMs", "Unit": "Milliseconds"},
-                    {"Name": "BytesIn", "Unit": "Bytes"},
-                    {"Name": "BytesOut", "Unit": "Bytes"},
-                ],
-            }],
-        },
-        "Queue": queue,
-        "ImagesProcessed": w.processed,
-        "ImagesFailed": w.failed,
-        "LatencyMs": w.latencies_ms,
-        "BytesIn": w.bytes_in,
-        "BytesOut": w.bytes_out,
-    })
-    .to_string()
+    use crate::metrics as m;
+    m::emf_line(
+        &[(m::DIM_QUEUE, queue)],
+        &[
+            (m::IMAGES_PROCESSED, "Count", w.processed.into()),
+            (m::IMAGES_FAILED, "Count", w.failed.into()),
+            (m::LATENCY_MS, "Milliseconds", w.latencies_ms.clone().into()),
+            (m::BYTES_IN, "Bytes", w.bytes_in.into()),
+            (m::BYTES_OUT, "Bytes", w.bytes_out.into()),
+        ],
+        timestamp_ms,
+    )
 }
 
 /// Prints a window as an EMF line on stdout (errors ignored: metrics never stop the work).
 pub fn emit(queue: &str, w: &Window) {
-    let ts = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let line = emf_line(queue, w, ts);
-    if cfg!(test) {
-        // Captured by the test harness (a raw stdout handle is not).
-        println!("{line}");
-        return;
-    }
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
+    crate::metrics::print(&[emf_line(queue, w, crate::metrics::now_ms())]);
 }
 
-/// The queue's name (last path segment of its URL), the EMF dimension value.
-pub fn queue_name(url: &str) -> &str {
-    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
-}
+pub use crate::metrics::queue_name;
 
 #[cfg(test)]
 mod tests {
