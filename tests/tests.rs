@@ -2,6 +2,7 @@
 //! end-to-end test runs the real `qp` binary from `util`.
 
 mod drills;
+mod enqueue;
 mod faults;
 mod image;
 mod lambda_api;
