@@ -4,6 +4,10 @@ sending every image of the bucket to its own freshly purged queue on the same mo
 Per run: wall time, the process's CPU (user + sys from wait4: the emulator's is not in it) and
 moto's CPU over the same interval (from /proc: the emulator's share of the wall time).
 
+A drainer thread receives and deletes from the queue all along: moto walks every queued message
+on each message sent (it rebuilds the queue's attributes), so a queue left to grow makes a large
+enqueue quadratic in the emulator. Its requests are in moto's CPU, for both contenders alike.
+
 usage: enqueue_pairs.py PAIRS MOTO_PID BUCKET IMAGES QP_BIN PYTHON PEER_SCRIPT
 """
 import json
@@ -11,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 import boto3
@@ -27,6 +32,15 @@ def main():
     qp, python, peer = sys.argv[5], sys.argv[6], sys.argv[7]
     sqs = boto3.client("sqs")
     queue = sqs.create_queue(QueueName="bench-enqueue")["QueueUrl"]
+    def drain():
+        while True:
+            got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            msgs = got.get("Messages", [])
+            if msgs:
+                sqs.delete_message_batch(QueueUrl=queue, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])
+
+    threading.Thread(target=drain, daemon=True).start()
     commands = {
         "qp": [qp, "enqueue", f"s3://{bucket}"],
         "boto3": [python, peer, bucket, queue],

@@ -52,13 +52,17 @@ pub enum Command {
         qp resize a.jpg b.jpg --size 224x224 --size 299x299 --mode pad --out model-input")]
     Resize(ResizeArgs),
     /// Send images already in S3 to the queue, as the S3 notifications `qp work` drains.
-    #[command(after_help = "Examples:\n  QP_QUEUE_URL=https://sqs.../uploads qp enqueue s3://photos/2024/\n  \
+    #[command(
+        after_help = "Examples:\n  QP_QUEUE_URL=https://sqs.../uploads qp enqueue s3://photos/2024/\n  \
         qp enqueue s3://photos s3://archive/scans --suffix .jpg --dry-run\n  \
-        qp enqueue s3://photos --start-after 'raw/2024/0815.jpg' --max-per-sec 500")]
+        qp enqueue s3://photos --start-after 'raw/2024/0815.jpg' --max-per-sec 500"
+    )]
     Enqueue(EnqueueArgs),
     /// Check that every source image has its outputs; optionally enqueue the missing ones.
-    #[command(after_help = "Example:\n  QP_DEST_BUCKET=my-processed QP_SIZES=224x224 \
-        qp reconcile s3://photos/2024/ --newer --enqueue")]
+    #[command(
+        after_help = "Example:\n  QP_DEST_BUCKET=my-processed QP_SIZES=224x224 \
+        qp reconcile s3://photos/2024/ --newer --enqueue"
+    )]
     Reconcile(ReconcileArgs),
 }
 
@@ -264,7 +268,12 @@ pub struct ListArgs {
 
     /// Key suffixes that are images, any case; repeat or comma-separate [default: .jpg,.jpeg, the
     /// terraform notification filter]
-    #[arg(long = "suffix", env = "QP_SUFFIXES", value_name = "SUFFIX", value_delimiter = ',')]
+    #[arg(
+        long = "suffix",
+        env = "QP_SUFFIXES",
+        value_name = "SUFFIX",
+        value_delimiter = ','
+    )]
     pub suffixes: Vec<String>,
 
     /// Path-style S3 addressing, for emulators and S3-compatible stores.

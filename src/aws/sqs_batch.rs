@@ -46,7 +46,11 @@ impl SqsBatchSender {
 impl BatchSender for SqsBatchSender {
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<SendFailure>, QueueError> {
         let err = |e: &dyn std::error::Error| {
-            QueueError(format!("sending to {}: {}", self.url, DisplayErrorContext(e)))
+            QueueError(format!(
+                "sending to {}: {}",
+                self.url,
+                DisplayErrorContext(e)
+            ))
         };
         // Entry ids are positions: unique within the call, and mapped back without a lookup.
         let entries = bodies

@@ -201,22 +201,24 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::Parser;
 
-    fn enqueue(argv: &[&str]) -> Result<EnqueueConfig, ConfigError> {
-        let mut full = vec!["qp", "enqueue"];
+    fn parse(mode: &str, argv: &[&str]) -> Command {
+        let mut full = vec!["qp", mode];
         full.extend_from_slice(argv);
-        match Cli::try_parse_from(full).unwrap().command {
-            Command::Enqueue(a) => EnqueueConfig::from_args(a),
-            _ => unreachable!(),
-        }
+        Cli::try_parse_from(full).unwrap().command
+    }
+
+    fn enqueue(argv: &[&str]) -> Result<EnqueueConfig, ConfigError> {
+        let Command::Enqueue(a) = parse("enqueue", argv) else {
+            unreachable!()
+        };
+        EnqueueConfig::from_args(a)
     }
 
     fn reconcile(argv: &[&str]) -> Result<ReconcileConfig, ConfigError> {
-        let mut full = vec!["qp", "reconcile"];
-        full.extend_from_slice(argv);
-        match Cli::try_parse_from(full).unwrap().command {
-            Command::Reconcile(a) => ReconcileConfig::from_args(a),
-            _ => unreachable!(),
-        }
+        let Command::Reconcile(a) = parse("reconcile", argv) else {
+            unreachable!()
+        };
+        ReconcileConfig::from_args(a)
     }
 
     #[test]
@@ -228,10 +230,23 @@ mod tests {
         assert_eq!(parse_s3_url("s3://photos"), Ok(t("photos", "")));
         assert_eq!(parse_s3_url("s3://photos/"), Ok(t("photos", "")));
         assert_eq!(parse_s3_url("s3://photos/a b/"), Ok(t("photos", "a b/")));
-        assert_eq!(parse_s3_url("s3://my.bucket-1/2024-"), Ok(t("my.bucket-1", "2024-")));
-        for bad in ["photos", "https://photos/x", "s3://", "s3:///x", "s3://Photos", "s3://ab"] {
+        assert_eq!(
+            parse_s3_url("s3://my.bucket-1/2024-"),
+            Ok(t("my.bucket-1", "2024-"))
+        );
+        for bad in [
+            "photos",
+            "https://photos/x",
+            "s3://",
+            "s3:///x",
+            "s3://Photos",
+            "s3://ab",
+        ] {
             let err = parse_s3_url(bad).unwrap_err();
-            assert!(err.0.contains(bad) && err.0.contains("s3://BUCKET"), "{bad}: {err}");
+            assert!(
+                err.0.contains(bad) && err.0.contains("s3://BUCKET"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -247,7 +262,12 @@ mod tests {
         let s = Suffixes::new(&[".PNG".into(), " .png ".into()]).unwrap();
         assert_eq!(s.as_slice(), [".png"]);
         assert!(s.matches("x.png") && !s.matches("x.jpg"));
-        assert!(Suffixes::new(&["".into()]).unwrap_err().0.contains("QP_SUFFIXES"));
+        assert!(
+            Suffixes::new(&["".into()])
+                .unwrap_err()
+                .0
+                .contains("QP_SUFFIXES")
+        );
     }
 
     #[test]
@@ -299,8 +319,14 @@ mod tests {
         assert_eq!(c.queue_url, None);
         let err = reconcile(&["s3://photos", "--dest-bucket", "out", "--enqueue"]).unwrap_err();
         assert!(err.0.contains("QP_QUEUE_URL"), "{err}");
-        let err =
-            reconcile(&["s3://photos", "--dest-bucket", "photos", "--dest-prefix", ""]).unwrap_err();
+        let err = reconcile(&[
+            "s3://photos",
+            "--dest-bucket",
+            "photos",
+            "--dest-prefix",
+            "",
+        ])
+        .unwrap_err();
         assert!(err.0.contains("QP_DEST_PREFIX"), "{err}");
     }
 }

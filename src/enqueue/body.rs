@@ -109,8 +109,14 @@ mod tests {
             encode_key("holidays/2024/red flower + suné.jpg"),
             "holidays/2024/red+flower+%2B+sun%C3%A9.jpg"
         );
-        assert_eq!(encode_key("a%20b~c(1)=2&3.JPG"), "a%2520b%7Ec%281%29%3D2%263.JPG");
-        assert_eq!(encode_key("日本/x*y_z-w.jpeg"), "%E6%97%A5%E6%9C%AC/x*y_z-w.jpeg");
+        assert_eq!(
+            encode_key("a%20b~c(1)=2&3.JPG"),
+            "a%2520b%7Ec%281%29%3D2%263.JPG"
+        );
+        assert_eq!(
+            encode_key("日本/x*y_z-w.jpeg"),
+            "%E6%97%A5%E6%9C%AC/x*y_z-w.jpeg"
+        );
     }
 
     #[test]

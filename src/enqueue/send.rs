@@ -191,8 +191,7 @@ async fn send_with_retries<S: BatchSender>(
     let mut pending = batch;
     for attempt in 1..=ATTEMPTS {
         let bodies: Vec<String> = pending.iter().map(|e| e.body.clone()).collect();
-        let (retry, last_error): (Vec<(Entry, String)>, _) = match queue.send_batch(&bodies).await
-        {
+        let (retry, last_error): (Vec<(Entry, String)>, _) = match queue.send_batch(&bodies).await {
             Ok(failures) => {
                 let mut retry = Vec::new();
                 let mut refused: Vec<Option<(String, bool)>> = vec![None; pending.len()];
@@ -329,16 +328,19 @@ mod tests {
         assert_eq!(*q.calls.lock().unwrap(), 10);
         let mut accepted = q.accepted.lock().unwrap().clone();
         accepted.sort();
-        assert_eq!(accepted, entries(95).into_iter().map(|e| e.body).collect::<Vec<_>>());
+        assert_eq!(
+            accepted,
+            entries(95).into_iter().map(|e| e.body).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test]
     async fn refused_entries_are_retried_then_reported() {
         let q = Arc::new(FakeQueue::default());
         *q.refuse.lock().unwrap() = vec![
-            ("body003".into(), 2, false),      // passes on the third attempt
+            ("body003".into(), 2, false),        // passes on the third attempt
             ("body017".into(), u32::MAX, false), // never passes
-            ("body020".into(), 1, true),       // the sender's fault: never retried
+            ("body020".into(), 1, true),         // the sender's fault: never retried
         ];
         let sent = send_all(q.clone(), 25).await;
         assert_eq!(sent.sent, 23);

@@ -260,7 +260,12 @@ mod tests {
         };
         assert_eq!(ticks(&wide, 5), [25, 25, 25, 25, 0]);
         let d = decide(&obs(100_000, 0, 0, 0), &POLICY);
-        assert!(d.reason.contains("needs 10000 tasks, capped at QP_MAX_TASKS=10"), "{}", d.reason);
+        assert!(
+            d.reason
+                .contains("needs 10000 tasks, capped at QP_MAX_TASKS=10"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
