@@ -323,10 +323,16 @@ mod tests {
         let new_out = Some(obj("a.jpg", 2000));
         let old_out = Some(obj("a.jpg", 500));
         let c = |s: Option<&Listed>, o: &[Option<Listed>], newer| classify(s, o, &sfx, newer);
-        assert_eq!(c(Some(&src), &[new_out.clone()], false), Verdict::Complete);
-        assert_eq!(c(Some(&src), &[old_out.clone()], false), Verdict::Complete);
         assert_eq!(
-            c(Some(&src), &[old_out.clone()], true),
+            c(Some(&src), std::slice::from_ref(&new_out), false),
+            Verdict::Complete
+        );
+        assert_eq!(
+            c(Some(&src), std::slice::from_ref(&old_out), false),
+            Verdict::Complete
+        );
+        assert_eq!(
+            c(Some(&src), std::slice::from_ref(&old_out), true),
             Verdict::Missing { stale: true }
         );
         assert_eq!(

@@ -225,7 +225,7 @@ impl Progress {
 
     fn listed(&self, n: u64) {
         // A message is a String: update it every 100 keys, not every key.
-        if n % 100 == 0 && !self.0.is_hidden() {
+        if n.is_multiple_of(100) && !self.0.is_hidden() {
             self.0.set_message(n.to_string());
         }
     }
