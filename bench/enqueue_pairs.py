@@ -1,5 +1,5 @@
 """Alternating pairs for bench/enqueue.sh: qp enqueue, then the boto3 peer, then qp, ... each
-sending every image of the bucket to its own freshly purged queue on the same moto server.
+sending every image of the bucket to the same queue on the same moto server.
 
 Per run: wall time, the process's CPU (user + sys from wait4: the emulator's is not in it) and
 moto's CPU over the same interval (from /proc: the emulator's share of the wall time).
@@ -47,7 +47,6 @@ def main():
     }
 
     def run(name):
-        sqs.purge_queue(QueueUrl=queue)
         env = dict(os.environ, QP_QUEUE_URL=queue, QP_S3_FORCE_PATH_STYLE="true", QP_LOG_FORMAT="json")
         moto0, t0 = proc_cpu(moto_pid), time.monotonic()
         p = subprocess.Popen(commands[name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
