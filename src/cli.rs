@@ -62,6 +62,19 @@ pub enum Command {
         QP_DLQ_URL=https://sqs.../uploads-dlq qp redrive\n  \
         qp redrive --reason object_too_large --dlq-url ... --queue-url ...")]
     Redrive(RedriveArgs),
+    /// Send images already in S3 to the queue, as the S3 notifications `qp work` drains.
+    #[command(
+        after_help = "Examples:\n  QP_QUEUE_URL=https://sqs.../uploads qp enqueue s3://photos/2024/\n  \
+        qp enqueue s3://photos s3://archive/scans --suffix .jpg --dry-run\n  \
+        qp enqueue s3://photos --start-after 'raw/2024/0815.jpg' --max-per-sec 500"
+    )]
+    Enqueue(EnqueueArgs),
+    /// Check that every source image has its outputs; optionally enqueue the missing ones.
+    #[command(
+        after_help = "Example:\n  QP_DEST_BUCKET=my-processed QP_SIZES=224x224 \
+        qp reconcile s3://photos/2024/ --newer --enqueue"
+    )]
+    Reconcile(ReconcileArgs),
 }
 
 /// The image pipeline's settings, shared by `resize` and `work`.
@@ -323,6 +336,82 @@ pub struct RedriveArgs {
     #[arg(long, default_value_t = 60, value_name = "SECS",
           value_parser = clap::value_parser!(u32).range(1..=43200))]
     pub hold_secs: u32,
+}
+
+/// What `qp enqueue` and `qp reconcile` list.
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    /// Where the images are: s3://BUCKET or s3://BUCKET/PREFIX (several: listed concurrently).
+    #[arg(required = true, value_name = "S3_URL")]
+    pub targets: Vec<String>,
+
+    /// Key suffixes that are images, any case; repeat or comma-separate [default: .jpg,.jpeg, the
+    /// terraform notification filter]
+    #[arg(
+        long = "suffix",
+        env = "QP_SUFFIXES",
+        value_name = "SUFFIX",
+        value_delimiter = ','
+    )]
+    pub suffixes: Vec<String>,
+
+    /// Path-style S3 addressing, for emulators and S3-compatible stores.
+    #[arg(long, env = "QP_S3_FORCE_PATH_STYLE", action = ArgAction::Set, default_value_t = false,
+          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+    pub s3_force_path_style: bool,
+
+    /// Messages sent per second at most (default: as fast as SQS takes them).
+    #[arg(long, env = "QP_MAX_PER_SEC", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_sec: Option<u32>,
+
+    /// URL of the SQS queue `qp work` drains.
+    #[arg(long, env = "QP_QUEUE_URL")]
+    pub queue_url: Option<String>,
+
+    /// Log format: json, text, or auto (json unless stderr is a terminal).
+    #[arg(long, env = "QP_LOG_FORMAT", default_value = "auto")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+
+    /// List and count (objects and bytes); send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Resume: only keys after this one (the `last_key` of an interrupted run).
+    #[arg(long, value_name = "KEY")]
+    pub start_after: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub list: ListArgs,
+
+    /// Bucket `qp work` writes the outputs to.
+    #[arg(long, env = "QP_DEST_BUCKET")]
+    pub dest_bucket: Option<String>,
+
+    /// Key prefix of the outputs, as `qp work` has it.
+    #[arg(long, env = "QP_DEST_PREFIX", default_value = "processed")]
+    pub dest_prefix: String,
+
+    /// The worker's image settings: only the sizes name outputs.
+    #[command(flatten)]
+    pub image: ImageArgs,
+
+    /// Count a source modified after its output as missing.
+    #[arg(long)]
+    pub newer: bool,
+
+    /// Send the missing sources to the queue (as `qp enqueue` does).
+    #[arg(long)]
+    pub enqueue: bool,
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {

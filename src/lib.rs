@@ -1,12 +1,14 @@
 //! qp turns a bucket of uploaded images into a bucket of model-ready JPEGs.
 //!
-//! One binary, three modes sharing one config layer and one set of AWS clients:
+//! One binary, five modes sharing one config layer and one set of AWS clients:
 //!
 //! - `qp resize` ([`resize`]): the image pipeline on local files, in parallel.
 //! - `qp work` ([`work`]): the Fargate worker draining the S3-notification queue.
 //! - `qp scale` ([`scale`]): the scheduled scaler, also the Lambda `bootstrap`.
 //! - `qp status` ([`status`]) and `qp redrive` ([`redrive`]): the operator's view and the way
 //!   back from the DLQ.
+//! - `qp enqueue` ([`enqueue`]): objects already in S3 sent to the queue as notifications.
+//! - `qp reconcile` ([`reconcile`]): which sources lack outputs, and which outputs lack sources.
 //!
 //! The parts:
 //!
@@ -26,10 +28,12 @@
 pub mod aws;
 pub mod cli;
 pub mod config;
+pub mod enqueue;
 pub mod event;
 pub mod image;
 pub mod logging;
 pub mod metrics;
+pub mod reconcile;
 pub mod redrive;
 pub mod resize;
 pub mod scale;
@@ -49,5 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scale(args) => scale::main(args),
         Command::Status(args) => status::main(args),
         Command::Redrive(args) => redrive::main(args),
+        Command::Enqueue(args) => enqueue::main(args),
+        Command::Reconcile(args) => reconcile::main(args),
     }
 }

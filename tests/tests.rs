@@ -4,6 +4,7 @@
 mod dashboard;
 mod decoding;
 mod drills;
+mod enqueue;
 mod faults;
 mod image;
 mod lambda_api;

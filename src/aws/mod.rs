@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod depth;
 pub mod ecs;
+pub mod listing;
 pub mod s3;
 pub mod sqs;
+pub mod sqs_batch;
 
 use aws_config::BehaviorVersion;
 

@@ -2,6 +2,7 @@
 //! this layer turns them into the settings each mode runs with, or an error that names the
 //! variable to fix. Nothing here touches the network or the file system.
 
+pub mod enqueue;
 pub mod scale;
 pub mod status;
 pub mod work;

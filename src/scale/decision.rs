@@ -237,6 +237,37 @@ mod tests {
         }
     }
 
+    /// The launches the README promises for a large `qp enqueue` (100,000 messages): tick by
+    /// tick, with the tasks of earlier ticks running and the backlog not yet drained.
+    #[test]
+    fn a_backlog_of_100_000_launches_what_the_readme_says() {
+        let ticks = |p: &Policy, n: usize| -> Vec<u64> {
+            let mut running = 0;
+            (0..n)
+                .map(|_| {
+                    let d = decide(&obs(100_000, 0, 0, running), p);
+                    running += d.launch;
+                    d.launch
+                })
+                .collect()
+        };
+        // Defaults (terraform's too): 10 at once, all on the first tick, then none.
+        assert_eq!(ticks(&POLICY, 3), [10, 0, 0]);
+        let wide = Policy {
+            max_tasks: 100,
+            max_launch_per_run: Some(25),
+            ..POLICY
+        };
+        assert_eq!(ticks(&wide, 5), [25, 25, 25, 25, 0]);
+        let d = decide(&obs(100_000, 0, 0, 0), &POLICY);
+        assert!(
+            d.reason
+                .contains("needs 10000 tasks, capped at QP_MAX_TASKS=10"),
+            "{}",
+            d.reason
+        );
+    }
+
     #[test]
     fn never_exceeds_max_nor_cap() {
         for visible in [0, 1, 9, 10, 11, 99, 100, 101, 10_000] {

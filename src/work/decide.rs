@@ -151,6 +151,12 @@ pub fn dest_key(prefix: &str, size: Option<Size>, key: &str) -> String {
     out
 }
 
+/// The output key of `key` at `size`, with the worker's rule for when the size names a folder
+/// (several sizes configured). The one naming rule, shared by `qp work` and `qp reconcile`.
+pub fn output_key(prefix: &str, sizes: &[Size], size: Size, key: &str) -> String {
+    dest_key(prefix, (sizes.len() > 1).then_some(size), key)
+}
+
 /// Characters escaped in metadata values: HTTP header values must be visible ASCII, and `%` is
 /// escaped so the value decodes back to the key exactly.
 const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
@@ -317,6 +323,27 @@ mod tests {
             dest_key("p", None, "one/cat.jpg"),
             dest_key("p", None, "two/cat.jpg")
         );
+    }
+
+    #[test]
+    fn output_keys_name_the_size_only_with_several() {
+        let a = Size {
+            width: 224,
+            height: 224,
+        };
+        let b = Size {
+            width: 299,
+            height: 299,
+        };
+        assert_eq!(output_key("p", &[a], a, "x/y.jpg"), "p/x/y.jpg");
+        assert_eq!(output_key("p", &[a, b], b, "x/y.jpg"), "p/299x299/x/y.jpg");
+        // Always a fixed stem followed by the source key (reconcile lists and strips the stem).
+        for key in ["", "a b/ü.jpg", "/lead.jpg"] {
+            for sizes in [&[a][..], &[a, b][..]] {
+                let stem = output_key("out/m", sizes, a, "");
+                assert_eq!(output_key("out/m", sizes, a, key), format!("{stem}{key}"));
+            }
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::ack::AckOp;
 use super::decide::{
-    self, Action, MessageResult, RecordOutcome, dest_key, dlq_attributes, header_safe,
+    self, Action, MessageResult, RecordOutcome, dlq_attributes, header_safe, output_key,
 };
 use super::metrics::{self, Counted, Stats};
 use super::tracker::Tracker;
@@ -244,7 +244,6 @@ async fn convert<S: ObjectStore, Q: Queue>(
                 bytes_in,
             )
         })?;
-    let several = ctx.spec.sizes.len() > 1;
     let mut metadata = vec![
         ("source-bucket", header_safe(&obj.bucket)),
         ("source-key", header_safe(&obj.key)),
@@ -258,7 +257,7 @@ async fn convert<S: ObjectStore, Q: Queue>(
         bytes_out += out.jpeg.len() as u64;
         let req = PutRequest {
             bucket: ctx.cfg.dest_bucket.clone(),
-            key: dest_key(&ctx.cfg.dest_prefix, several.then_some(out.size), &obj.key),
+            key: output_key(&ctx.cfg.dest_prefix, &ctx.spec.sizes, out.size, &obj.key),
             body: out.jpeg,
             content_type: "image/jpeg",
             metadata: metadata.clone(),

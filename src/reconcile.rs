@@ -1,0 +1,355 @@
+//! `qp reconcile`: which source images lack an output, and which outputs lack a source.
+//!
+//! For each source target the source listing and one destination listing per size run at once,
+//! all in key order. An output key is a fixed stem (from [`output_key`], the worker's own naming
+//! rule, with the worker's prefix and sizes) followed by the source key, so with the stem cut off
+//! every listing is ordered by source key and one merge pass pairs each source with its outputs:
+//! memory stays constant whatever the bucket holds.
+
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::aws::Clients;
+use crate::aws::listing::{ListError, Listed, Lister};
+use crate::aws::sqs_batch::{BatchSender, SqsBatchSender};
+use crate::cli::ReconcileArgs;
+use crate::config::enqueue::{ReconcileConfig, Suffixes, Target};
+use crate::enqueue::listing::{self, Listing};
+use crate::enqueue::send::{FailedKey, Sender};
+use crate::enqueue::{entry, print_json, region, runtime};
+use crate::image::Size;
+use crate::work::decide::output_key;
+
+/// Keys named in each list of the report.
+pub const KEYS_SHOWN: usize = 100;
+
+/// What one source key (and its outputs) amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// An image with every output (not older than it, with `--newer`).
+    Complete,
+    /// An image lacking an output; `stale`: all there, but one is older than the source.
+    Missing { stale: bool },
+    /// Outputs (this many) whose source key is not in the source listing.
+    Orphans(usize),
+    /// Not an image (suffix), or nothing at all.
+    Ignored,
+}
+
+/// The pure rule: a source (if listed) and, per size, its output (if listed).
+pub fn classify(
+    source: Option<&Listed>,
+    outputs: &[Option<Listed>],
+    suffixes: &Suffixes,
+    newer: bool,
+) -> Verdict {
+    match source {
+        None => match outputs.iter().flatten().count() {
+            0 => Verdict::Ignored,
+            n => Verdict::Orphans(n),
+        },
+        Some(s) if !suffixes.matches(&s.key) => Verdict::Ignored,
+        Some(s) => {
+            if outputs.iter().any(Option::is_none) {
+                Verdict::Missing { stale: false }
+            } else if newer
+                && outputs
+                    .iter()
+                    .flatten()
+                    .any(|o| o.last_modified_ms < s.last_modified_ms)
+            {
+                Verdict::Missing { stale: true }
+            } else {
+                Verdict::Complete
+            }
+        }
+    }
+}
+
+/// A count and the first keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Keys {
+    pub count: u64,
+    pub keys: Vec<String>,
+}
+
+impl Keys {
+    fn add(&mut self, key: String) {
+        self.count += 1;
+        if self.keys.len() < KEYS_SHOWN {
+            self.keys.push(key);
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Missing {
+    pub count: u64,
+    /// Of those, sources newer than their outputs (`--newer`).
+    pub stale: u64,
+    /// Source keys (`s3://` of the first targets' bucket is implied).
+    pub keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub sent: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub failed_keys: Vec<FailedKey>,
+}
+
+/// The JSON object printed at the end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Source images (keys with an image suffix).
+    pub sources: u64,
+    /// Sources with every output.
+    pub complete: u64,
+    pub missing: Missing,
+    /// Output keys (destination bucket) whose source key is gone.
+    pub orphans: Keys,
+    /// Source objects without an image suffix.
+    pub skipped: u64,
+    /// Outputs expected per source (one per size).
+    pub outputs_per_source: usize,
+    /// With `--enqueue`: what was sent for the missing sources.
+    pub enqueued: Option<Enqueued>,
+    pub interrupted: bool,
+}
+
+impl Report {
+    pub fn exit_code(&self) -> ExitCode {
+        if self.missing.count == 0 && !self.interrupted {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn main(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
+    let cfg = ReconcileConfig::from_args(args)?;
+    crate::logging::init(cfg.list.log_format);
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let clients = Clients::load(cfg.list.force_path_style).await;
+        let queue = cfg
+            .queue_url
+            .as_ref()
+            .map(|url| Arc::new(SqsBatchSender::new(clients.sqs.clone(), url)));
+        run(
+            &cfg,
+            Arc::new(clients.s3.clone()),
+            queue,
+            &region(&clients),
+            crate::shutdown::signal(),
+        )
+        .await
+    })?;
+    print_json(&report)?;
+    Ok(report.exit_code())
+}
+
+/// A listing whose keys have a fixed stem cut off, one object ahead.
+struct Cursor {
+    listing: Listing,
+    stem: usize,
+    head: Option<Listed>,
+    done: bool,
+}
+
+impl Cursor {
+    fn new<L: Lister>(lister: &Arc<L>, bucket: &str, stem: String, prefix: &str) -> Cursor {
+        let target = Target {
+            bucket: bucket.to_string(),
+            prefix: format!("{stem}{prefix}"),
+        };
+        Cursor {
+            listing: listing::list(lister.clone(), &[target], None),
+            stem: stem.len(),
+            head: None,
+            done: false,
+        }
+    }
+
+    async fn peek(&mut self) -> Result<Option<&str>, ListError> {
+        if self.head.is_none() && !self.done {
+            match self.listing.next().await? {
+                Some((_, mut obj)) => {
+                    obj.key.drain(..self.stem);
+                    self.head = Some(obj);
+                }
+                None => self.done = true,
+            }
+        }
+        Ok(self.head.as_ref().map(|o| o.key.as_str()))
+    }
+
+    fn take_if(&mut self, key: &str) -> Option<Listed> {
+        self.head.take_if(|h| h.key == key)
+    }
+}
+
+/// Pairs every source of every target with its outputs, tallies, and (with a queue) sends the
+/// missing sources.
+pub async fn run<L: Lister, S: BatchSender>(
+    cfg: &ReconcileConfig,
+    lister: Arc<L>,
+    queue: Option<Arc<S>>,
+    region: &str,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Report> {
+    let mut report = Report {
+        outputs_per_source: cfg.sizes.len(),
+        ..Report::default()
+    };
+    let mut sender = queue.map(|q| Sender::new(q, cfg.list.max_per_sec));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut result = Ok(());
+    for target in &cfg.list.targets {
+        let joined = tokio::select! {
+            biased;
+            _ = &mut shutdown => {
+                report.interrupted = true;
+                break;
+            }
+            r = join_target(cfg, &lister, target, region, &mut report, &mut sender) => r,
+        };
+        if let Err(e) = joined {
+            result = Err(anyhow::Error::new(e));
+            break;
+        }
+    }
+    if let Some(sender) = sender {
+        let sent = sender.finish().await;
+        report.enqueued = Some(Enqueued {
+            sent: sent.sent,
+            failed: sent.failed,
+            retried: sent.retried,
+            failed_keys: sent.failed_keys,
+        });
+    }
+    result.map(|_| report)
+}
+
+async fn join_target<L: Lister, S: BatchSender>(
+    cfg: &ReconcileConfig,
+    lister: &Arc<L>,
+    target: &Target,
+    region: &str,
+    report: &mut Report,
+    sender: &mut Option<Sender<S>>,
+) -> Result<(), ListError> {
+    let bucket: Arc<str> = Arc::from(target.bucket.as_str());
+    let mut source = Cursor::new(lister, &target.bucket, String::new(), &target.prefix);
+    let stems: Vec<String> = cfg.sizes.iter().map(|&s| stem(cfg, s)).collect();
+    let same_bucket = target.bucket == cfg.dest_bucket;
+    let mut outputs: Vec<Cursor> = stems
+        .iter()
+        .map(|stem| Cursor::new(lister, &cfg.dest_bucket, stem.clone(), &target.prefix))
+        .collect();
+    loop {
+        // The smallest key at the head of any listing is the next source key to judge.
+        let mut next: Option<String> = source.peek().await?.map(str::to_string);
+        for o in &mut outputs {
+            if let Some(k) = o.peek().await?
+                && next.as_deref().is_none_or(|n| k < n)
+            {
+                next = Some(k.to_string());
+            }
+        }
+        let Some(key) = next else {
+            return Ok(());
+        };
+        // Sharing the bucket, the outputs are listed as sources too: they are not sources.
+        let src = source
+            .take_if(&key)
+            .filter(|s| !(same_bucket && stems.iter().any(|st| s.key.starts_with(st.as_str()))));
+        let outs: Vec<Option<Listed>> = outputs.iter_mut().map(|o| o.take_if(&key)).collect();
+        match classify(src.as_ref(), &outs, &cfg.list.suffixes, cfg.newer) {
+            Verdict::Complete => {
+                report.sources += 1;
+                report.complete += 1;
+            }
+            Verdict::Missing { stale } => {
+                report.sources += 1;
+                report.missing.count += 1;
+                report.missing.stale += u64::from(stale);
+                if report.missing.keys.len() < KEYS_SHOWN {
+                    report.missing.keys.push(key.clone());
+                }
+                if let (Some(sender), Some(src)) = (sender.as_mut(), &src) {
+                    sender.push(entry(&bucket, region, src)).await;
+                }
+            }
+            Verdict::Orphans(_) => {
+                for (o, stem) in outs.iter().zip(&stems) {
+                    if o.is_some() {
+                        report.orphans.add(format!("{stem}{key}"));
+                    }
+                }
+            }
+            Verdict::Ignored => report.skipped += u64::from(src.is_some()),
+        }
+    }
+}
+
+/// The part of every output key at `size` before the source key.
+fn stem(cfg: &ReconcileConfig, size: Size) -> String {
+    output_key(&cfg.dest_prefix, &cfg.sizes, size, "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(key: &str, t: i64) -> Listed {
+        Listed {
+            key: key.into(),
+            size: 10,
+            etag: "e".into(),
+            last_modified_ms: t,
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let sfx = Suffixes::new(&[]).unwrap();
+        let src = obj("a.jpg", 1000);
+        let new_out = Some(obj("a.jpg", 2000));
+        let old_out = Some(obj("a.jpg", 500));
+        let c = |s: Option<&Listed>, o: &[Option<Listed>], newer| classify(s, o, &sfx, newer);
+        assert_eq!(
+            c(Some(&src), std::slice::from_ref(&new_out), false),
+            Verdict::Complete
+        );
+        assert_eq!(
+            c(Some(&src), std::slice::from_ref(&old_out), false),
+            Verdict::Complete
+        );
+        assert_eq!(
+            c(Some(&src), std::slice::from_ref(&old_out), true),
+            Verdict::Missing { stale: true }
+        );
+        assert_eq!(
+            c(Some(&src), &[new_out.clone(), None], false),
+            Verdict::Missing { stale: false }
+        );
+        assert_eq!(c(Some(&src), &[], false), Verdict::Complete);
+        assert_eq!(
+            c(None, &[new_out.clone(), None, old_out], false),
+            Verdict::Orphans(2)
+        );
+        assert_eq!(c(None, &[None], false), Verdict::Ignored);
+        assert_eq!(c(Some(&obj("a.png", 0)), &[None], false), Verdict::Ignored);
+        // An output whose source exists but is not an image is not an orphan.
+        assert_eq!(
+            c(Some(&obj("a.png", 0)), &[Some(obj("a.png", 0))], false),
+            Verdict::Ignored
+        );
+    }
+}

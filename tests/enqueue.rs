@@ -1,0 +1,658 @@
+//! `qp enqueue` and `qp reconcile` end to end: the real binary against a private moto server.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use serde_json::Value;
+
+use crate::faults::EntryFaultProxy;
+use crate::util::{Moto, qp, queue_depth, stderr, stdout};
+
+const SRC: &str = "photos";
+
+/// Messages per second for the large runs: what the test's readers drain from moto as fast as
+/// it comes, so the emulator's queue (walked on every send) stays short.
+const PACE: &str = "300";
+
+/// The folders of the big corpus: spaces, `+`, `%`, unicode, deep paths, and the bucket root.
+const FOLDERS: [&str; 7] = [
+    "",
+    "a b/",
+    "c+d/",
+    "100% real/",
+    "Ünïcødé/日本/",
+    "deep/1/2/3/4/5/6/7/",
+    "x/y z/+/",
+];
+
+/// Key `i` of the big corpus and whether it is an image (default suffixes: .jpg, .jpeg, any case).
+fn corpus_key(i: usize) -> (String, bool) {
+    let folder = FOLDERS[i % FOLDERS.len()];
+    let (name, image) = match i % 10 {
+        0 => (format!("{i:05} photo.jpg"), true),
+        1 => (format!("{i:05}+plus.JPG"), true),
+        2 => (format!("{i:05}%41 pct.jpeg"), true),
+        3 => (format!("{i:05} ünï 写真.Jpg"), true),
+        4 => (format!("{i:05}.png"), false),
+        5 => (format!("{i:05} notes.txt"), false),
+        6 => (format!("{i:05}.jpg.bak"), false),
+        7 => (format!("{i:05}~(1)&x=y.jpg"), true),
+        8 => (format!("{i:05} a.JPEG"), true),
+        _ => (format!("{i:05}.jpg"), true),
+    };
+    (format!("{folder}{name}"), image)
+}
+
+/// Size of object `i` (so `bytes` is checked against something that varies).
+fn corpus_size(i: usize) -> usize {
+    1 + i % 13
+}
+
+async fn upload_all(s3: &aws_sdk_s3::Client, bucket: &str, objects: Vec<(String, Vec<u8>)>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (key, body) in objects {
+        let (s3, bucket) = (s3.clone(), bucket.to_string());
+        let permit = slots.clone().acquire_owned().await.unwrap();
+        tasks.spawn(async move {
+            s3.put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(body.into())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("uploading {key}: {e:?}"));
+            drop(permit);
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "600")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap()
+}
+
+/// Runs an enqueue while one reader receives and deletes what it sends, until it has exited and
+/// the queue is empty. (moto walks every queued message on each message sent, so a queue left to
+/// grow makes a large enqueue quadratic: 1 s per batch at 1,000 queued.) With `term_after`, the
+/// enqueue gets SIGTERM after that long. Returns its output, its summary and the keys read, each
+/// decoded by the worker's own parser and asserted to come exactly once, from `bucket`.
+async fn enqueue_reading(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    bucket: &str,
+    cmd: &mut Command,
+    term_after: Option<Duration>,
+) -> (Output, Value, BTreeSet<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut messages: HashMap<String, String> = HashMap::new();
+    let (mut exited, mut signalled, mut empty) = (false, false, 0);
+    while !(exited && empty >= 2) {
+        if let Some(after) = term_after
+            && !signalled
+            && started.elapsed() >= after
+        {
+            let kill = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(kill.success());
+            signalled = true;
+        }
+        // Checked before the receive: an empty receive after the exit means an empty queue.
+        exited = exited || child.try_wait().unwrap().is_some();
+        // Three receives at once keep up with the sender (moto serves requests one by one).
+        let receive = || async {
+            sqs.receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap()
+                .messages
+                .unwrap_or_default()
+        };
+        let (a, b, c) = tokio::join!(receive(), receive(), receive());
+        let got: Vec<_> = a.into_iter().chain(b).chain(c).collect();
+        if got.is_empty() {
+            empty += usize::from(exited);
+            if !exited {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            continue;
+        }
+        empty = 0;
+        for chunk in got.chunks(10) {
+            let mut delete = sqs.delete_message_batch().queue_url(url);
+            for (i, m) in chunk.iter().enumerate() {
+                let body = m.body.clone().unwrap_or_default();
+                let Ok(qp::event::Body::Objects(refs)) = qp::event::parse(&body) else {
+                    panic!("the worker cannot read {body}")
+                };
+                assert_eq!(refs.len(), 1, "one record per message: {body}");
+                assert_eq!(refs[0].bucket, bucket);
+                // moto may hand one message to two concurrent receivers (SQS may too): the same
+                // message id twice is a redelivery; a second id for a key is a second message.
+                let id = m.message_id.clone().unwrap();
+                let first = messages
+                    .entry(refs[0].key.clone())
+                    .or_insert_with(|| id.clone());
+                assert_eq!(*first, id, "{:?} enqueued twice", refs[0].key);
+                delete = delete.entries(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle.clone().unwrap())
+                        .build()
+                        .unwrap(),
+                );
+            }
+            // A redelivered message's older receipt may fail to delete: harmless here.
+            delete.send().await.unwrap();
+        }
+    }
+    let keys: BTreeSet<String> = messages.into_keys().collect();
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    let v: Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}\n{}", stderr(&o)));
+    (o, v, keys)
+}
+
+fn enqueue(moto: &Moto, queue: Option<&str>, args: &[&str]) -> Command {
+    let mut cmd = qp();
+    moto.configure(&mut cmd);
+    cmd.arg("enqueue")
+        .args(args)
+        .env("QP_S3_FORCE_PATH_STYLE", "true")
+        .env("QP_LOG_FORMAT", "json")
+        .stdin(Stdio::null());
+    if let Some(q) = queue {
+        cmd.env("QP_QUEUE_URL", q);
+    }
+    cmd
+}
+
+/// Runs to exit; returns the output and the one JSON object on stdout.
+fn summary(cmd: &mut Command) -> (Output, Value) {
+    let o = cmd.output().unwrap();
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one JSON line on stdout: {out}\n{}",
+        stderr(&o)
+    );
+    let v: Value = serde_json::from_str(lines[0]).unwrap();
+    (o, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "10,500 objects through moto did not finish in 25 minutes on a loaded 2-CPU machine \
+            (moto recounts its queue on every send); run by hand with --ignored"]
+async fn enqueues_ten_thousand_awkward_keys_each_image_once() {
+    let moto = Moto::start();
+    let (s3, sqs) = (moto.s3().await, moto.sqs().await);
+    s3.create_bucket().bucket(SRC).send().await.unwrap();
+    let n = 10_500;
+    let objects: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (corpus_key(i).0, vec![b'x'; corpus_size(i)]))
+        .collect();
+    let started = Instant::now();
+    upload_all(&s3, SRC, objects).await;
+    eprintln!(
+        "uploaded {n} objects in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let all: BTreeSet<String> = (0..n).map(|i| corpus_key(i).0).collect();
+    let images: BTreeSet<String> = (0..n)
+        .filter(|&i| corpus_key(i).1)
+        .map(|i| corpus_key(i).0)
+        .collect();
+    let image_bytes: usize = (0..n).filter(|&i| corpus_key(i).1).map(corpus_size).sum();
+    assert_eq!(all.len(), n);
+
+    // --dry-run: counts and bytes, no queue needed, nothing sent.
+    let q1 = create_queue(&sqs, "q1").await;
+    let (o, v) = summary(&mut enqueue(&moto, None, &["s3://photos", "--dry-run"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(v["listed"], n);
+    assert_eq!(v["matched"], images.len());
+    assert_eq!(v["skipped"], n - images.len());
+    assert_eq!(v["bytes"], image_bytes);
+    assert_eq!(
+        (v["sent"].as_u64(), v["dry_run"].as_bool()),
+        (Some(0), Some(true))
+    );
+    assert_eq!(queue_depth(&sqs, &q1).await, (0, 0));
+
+    // The whole bucket: its first level is listed concurrently.
+    let started = Instant::now();
+    let (o, v, keys) = enqueue_reading(
+        &sqs,
+        &q1,
+        SRC,
+        &mut enqueue(&moto, Some(&q1), &["s3://photos", "--max-per-sec", PACE]),
+        None,
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(v["sent"], images.len());
+    assert_eq!(
+        (v["failed"].as_u64(), v["retried"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(v["skipped"], n - images.len());
+    assert_eq!(v["last_key"], *all.last().unwrap());
+    assert_eq!(v["interrupted"], false);
+    assert_eq!(keys, images);
+    eprintln!(
+        "enqueued {} images in {:.1} s",
+        images.len(),
+        took.as_secs_f64()
+    );
+
+    // --start-after a key deep inside a folder: only the keys after it.
+    let k = all.iter().nth(6000).unwrap().clone();
+    assert!(k.contains('/'), "{k}");
+    let q2 = create_queue(&sqs, "q2").await;
+    let mut cmd = enqueue(
+        &moto,
+        Some(&q2),
+        &["s3://photos", "--start-after", &k, "--max-per-sec", PACE],
+    );
+    let (o, v, keys) = enqueue_reading(&sqs, &q2, SRC, &mut cmd, None).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after: BTreeSet<String> = images.iter().filter(|i| **i > k).cloned().collect();
+    assert_eq!(v["listed"], all.iter().filter(|a| **a > k).count());
+    assert_eq!(keys, after);
+
+    // Several targets (one inside another is listed once).
+    let q3 = create_queue(&sqs, "q3").await;
+    let mut cmd = enqueue(
+        &moto,
+        Some(&q3),
+        &[
+            "s3://photos/deep/",
+            "s3://photos/a b/",
+            "s3://photos/deep/1/2/",
+            "--max-per-sec",
+            PACE,
+        ],
+    );
+    let (o, v, keys) = enqueue_reading(&sqs, &q3, SRC, &mut cmd, None).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let chosen: BTreeSet<String> = images
+        .iter()
+        .filter(|i| i.starts_with("deep/") || i.starts_with("a b/"))
+        .cloned()
+        .collect();
+    assert_eq!(v["sent"], chosen.len());
+    assert_eq!(keys, chosen);
+
+    // SIGTERM mid-run: the summary names the key to resume from; resuming from it sends the
+    // rest, and every image is on the queue exactly once.
+    let q4 = create_queue(&sqs, "q4").await;
+    let mut cmd = enqueue(&moto, Some(&q4), &["s3://photos", "--max-per-sec", PACE]);
+    let (o, v, first_keys) =
+        enqueue_reading(&sqs, &q4, SRC, &mut cmd, Some(Duration::from_millis(1500))).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(v["interrupted"], true);
+    let resume = v["last_key"].as_str().unwrap().to_string();
+    let first = v["sent"].as_u64().unwrap() as usize;
+    assert!(first > 0 && first < images.len(), "{v}");
+    let upto: BTreeSet<String> = images.iter().filter(|i| **i <= resume).cloned().collect();
+    assert_eq!(first_keys, upto);
+    let mut cmd = enqueue(
+        &moto,
+        Some(&q4),
+        &[
+            "s3://photos",
+            "--start-after",
+            &resume,
+            "--max-per-sec",
+            PACE,
+        ],
+    );
+    let (o, v, rest) = enqueue_reading(&sqs, &q4, SRC, &mut cmd, None).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(v["sent"].as_u64().unwrap() as usize, images.len() - first);
+    assert!(first_keys.is_disjoint(&rest));
+    assert_eq!(first_keys.union(&rest).count(), images.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_entry_is_retried_then_reported() {
+    let moto = Moto::start();
+    let (s3, sqs) = (moto.s3().await, moto.sqs().await);
+    s3.create_bucket().bucket(SRC).send().await.unwrap();
+    let mut keys: Vec<String> = (0..28).map(|i| format!("f/{i:02}.jpg")).collect();
+    keys.push("f/retry me.jpg".into());
+    keys.push("f/never.jpg".into());
+    upload_all(
+        &s3,
+        SRC,
+        keys.iter().map(|k| (k.clone(), b"x".to_vec())).collect(),
+    )
+    .await;
+    let q = create_queue(&sqs, "q").await;
+    // "retry me" is refused twice, then accepted; "never" always.
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+    let proxy = EntryFaultProxy::start(upstream, move |body| {
+        let n = seen.entry(body.to_string()).or_default();
+        *n += 1;
+        body.contains("retry+me") && *n <= 2 || body.contains("never.jpg")
+    })
+    .await;
+    let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/f/"]);
+    cmd.env("AWS_ENDPOINT_URL", proxy.endpoint());
+    let (o, v, keys_read) = enqueue_reading(&sqs, &q, SRC, &mut cmd, None).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(v["sent"], 29);
+    assert_eq!(v["failed"], 1);
+    // Two refusals of "retry me", four resends of "never" (five attempts in all).
+    assert_eq!(v["retried"], 2 + 4);
+    assert_eq!(
+        proxy.refused.load(std::sync::atomic::Ordering::Relaxed),
+        2 + 5
+    );
+    let failed = &v["failed_keys"][0];
+    assert_eq!(
+        (failed["bucket"].as_str(), failed["key"].as_str()),
+        (Some(SRC), Some("f/never.jpg"))
+    );
+    assert!(
+        failed["error"].as_str().unwrap().contains("InternalError"),
+        "{failed}"
+    );
+    // The log names the object and the cause too.
+    let log = stderr(&o);
+    assert!(
+        log.contains("f/never.jpg") && log.contains("injected"),
+        "{log}"
+    );
+    let expected: BTreeSet<String> = keys.into_iter().filter(|k| k != "f/never.jpg").collect();
+    assert_eq!(keys_read, expected);
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_setting() {
+    for (args, env, words) in [
+        (vec!["enqueue", "s3://photos"], vec![], "QP_QUEUE_URL"),
+        (
+            vec!["enqueue", "photos", "--dry-run"],
+            vec![],
+            "s3://BUCKET",
+        ),
+        (
+            vec!["enqueue", "s3://photos", "--dry-run"],
+            vec![("QP_SUFFIXES", ",")],
+            "QP_SUFFIXES",
+        ),
+        (vec!["reconcile", "s3://photos"], vec![], "QP_DEST_BUCKET"),
+        (
+            vec!["reconcile", "s3://photos", "--enqueue"],
+            vec![("QP_DEST_BUCKET", "out")],
+            "QP_QUEUE_URL",
+        ),
+        (
+            vec!["reconcile", "s3://photos"],
+            vec![("QP_DEST_BUCKET", "out"), ("QP_SIZES", "big")],
+            "big",
+        ),
+    ] {
+        let o = qp()
+            .args(&args)
+            .envs(env)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(words), "{args:?}: {}", stderr(&o));
+        assert!(stdout(&o).is_empty());
+    }
+}
+
+/// The deployment of the drill: a source bucket with no notification, a destination, a queue.
+struct Backfill {
+    moto: Moto,
+    s3: aws_sdk_s3::Client,
+    queue: String,
+    logs: tempfile::TempDir,
+}
+
+const DRILL_SRC: &str = "qp-source";
+const DRILL_DST: &str = "qp-destination";
+
+impl Backfill {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = qp();
+        self.moto.configure(&mut cmd);
+        cmd.args(args)
+            .env("QP_QUEUE_URL", &self.queue)
+            .env("QP_DEST_BUCKET", DRILL_DST)
+            .env("QP_S3_FORCE_PATH_STYLE", "true")
+            .env("QP_LOG_FORMAT", "json")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn reconcile(&self, extra: &[&str]) -> (Output, Value) {
+        let mut args = vec!["reconcile", "s3://qp-source"];
+        args.extend_from_slice(extra);
+        summary(&mut self.command(&args))
+    }
+
+    /// Starts `qp work`; its log goes to a file (a pipe would fill up and block it).
+    fn worker(&self, name: &str) -> (std::process::Child, std::path::PathBuf) {
+        let log = self.logs.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = self
+            .command(&["work"])
+            .env("QP_IDLE_TIMEOUT_SECS", "5")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        (child, log)
+    }
+
+    /// Waits for a worker to idle out and exit 0.
+    fn idle_out(&self, (mut child, log): (std::process::Child, std::path::PathBuf)) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "qp work did not idle out: {}",
+                    std::fs::read_to_string(&log).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            status.success(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+}
+
+fn missing_keys(v: &Value) -> Vec<String> {
+    v["missing"]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Images that were in the bucket before any notification existed: enqueue them, drain, and let
+/// reconcile prove that nothing is missing; lose five outputs, find exactly those, repair them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_backfill_then_reconcile_and_repair() {
+    let moto = Moto::start();
+    let (s3, sqs) = (moto.s3().await, moto.sqs().await);
+    for b in [DRILL_SRC, DRILL_DST] {
+        s3.create_bucket().bucket(b).send().await.unwrap();
+    }
+    let queue = sqs
+        .create_queue()
+        .queue_name("qp-uploads")
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let samples: Vec<(String, Vec<u8>)> = {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                (name, std::fs::read(&p).unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let folders = ["", "raw/", "a b/c+d/", "Ünïcødé/日本/", "deep/1/2/3/4/5/"];
+    let mut uploads: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| {
+            let (name, bytes) = &samples[i % samples.len()];
+            (
+                format!("{}batch {i}/{name}", folders[i % folders.len()]),
+                bytes.clone(),
+            )
+        })
+        .collect();
+    uploads.push(("raw/notes.txt".into(), b"not an image".to_vec()));
+    let started = Instant::now();
+    upload_all(&s3, DRILL_SRC, uploads.clone()).await;
+    eprintln!(
+        "drill: 1000 images uploaded in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let env = Backfill {
+        moto,
+        s3,
+        queue,
+        logs: crate::util::tempdir(),
+    };
+
+    // The worker runs while the enqueue sends, as the tasks the scaler starts would (and moto,
+    // which walks the whole queue on every message sent, stays quick).
+    let started = Instant::now();
+    let worker = env.worker("first");
+    let (o, v) =
+        tokio::task::block_in_place(|| summary(&mut env.command(&["enqueue", "s3://qp-source"])));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        (v["sent"].as_u64(), v["skipped"].as_u64()),
+        (Some(1000), Some(1))
+    );
+    tokio::task::block_in_place(|| env.idle_out(worker));
+    eprintln!(
+        "drill: enqueued and drained 1000 in {:.1} s (with the 5 s idle timeout)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let (o, v) = tokio::task::block_in_place(|| env.reconcile(&[]));
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    assert_eq!(
+        (v["sources"].as_u64(), v["complete"].as_u64()),
+        (Some(1000), Some(1000))
+    );
+    assert_eq!(
+        (
+            v["missing"]["count"].as_u64(),
+            v["orphans"]["count"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+
+    // Five outputs lost, and one output whose source never existed.
+    let mut lost: Vec<String> = [3, 250, 501, 777, 999]
+        .iter()
+        .map(|&i| uploads[i].0.clone())
+        .collect();
+    lost.sort();
+    for key in &lost {
+        env.s3
+            .delete_object()
+            .bucket(DRILL_DST)
+            .key(format!("processed/{key}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    env.s3
+        .put_object()
+        .bucket(DRILL_DST)
+        .key("processed/raw/ghost.jpg")
+        .body(b"x".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let (o, v) = tokio::task::block_in_place(|| env.reconcile(&[]));
+    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    assert_eq!(v["missing"]["count"], 5);
+    assert_eq!(missing_keys(&v), lost);
+    assert_eq!(v["complete"], 995);
+    assert_eq!(
+        v["orphans"]["keys"],
+        serde_json::json!(["processed/raw/ghost.jpg"])
+    );
+
+    // --enqueue sends exactly those five; the worker makes them again.
+    let (o, v) = tokio::task::block_in_place(|| env.reconcile(&["--enqueue"]));
+    assert_eq!(o.status.code(), Some(1), "{v}\n{}", stderr(&o));
+    assert_eq!(v["enqueued"]["sent"], 5);
+    tokio::task::block_in_place(|| env.idle_out(env.worker("repair")));
+    let (o, v) = tokio::task::block_in_place(|| env.reconcile(&[]));
+    assert_eq!(o.status.code(), Some(0), "{v}\n{}", stderr(&o));
+    assert_eq!(v["complete"], 1000);
+
+    // --newer: a source written again after its output counts as missing.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (key, bytes) = uploads[42].clone();
+    upload_all(&env.s3, DRILL_SRC, vec![(key.clone(), bytes)]).await;
+    let (o, _) = tokio::task::block_in_place(|| env.reconcile(&[]));
+    assert_eq!(o.status.code(), Some(0));
+    let (o, v) = tokio::task::block_in_place(|| env.reconcile(&["--newer"]));
+    assert_eq!(o.status.code(), Some(1), "{v}");
+    assert_eq!(
+        (
+            v["missing"]["count"].as_u64(),
+            v["missing"]["stale"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(missing_keys(&v), [key]);
+}
