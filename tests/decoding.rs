@@ -2,7 +2,7 @@
 //!
 //! Fixtures are made here with libjpeg-turbo's own `cjpeg` and `jpegtran` (Debian's
 //! libjpeg-turbo-progs, which scripts/setup installs) from a synthetic picture, or are small
-//! files of qp's own making in `tests/fixtures/jpeg/` (its README says how). Each is decoded by
+//! files of qp's own making in `tests/jpeg-fixtures/` (its README says how). Each is decoded by
 //! qp at 1/1, 1/2, 1/4 and 1/8 (`decode_at`, the decode step of the pipeline) and compared with
 //! `djpeg -scale N/8`, libjpeg-turbo's decode at the same scale.
 
@@ -11,7 +11,16 @@ use std::process::{Command, Stdio};
 
 use qp::image::{self, ImageError, Pixels, ResizeSpec};
 
-use crate::util::{fixture_bytes, psnr};
+use crate::util::psnr;
+
+/// A file of `tests/jpeg-fixtures/` (apart from `tests/fixtures/`, which the resize and work
+/// tests convert wholesale).
+fn jpeg_fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/jpeg-fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 const SCALES: [u8; 4] = [8, 4, 2, 1];
 
@@ -167,14 +176,14 @@ fn rgb_coded_arithmetic_and_progressive_decode() {
     }
 }
 
-/// The committed fixtures' gradient (tests/fixtures/jpeg/README.md).
+/// The committed fixtures' gradient (tests/jpeg-fixtures/README.md).
 fn gradient(x: usize, y: usize) -> [u8; 3] {
     [(x * 5) as u8, (y * 8) as u8, ((x + y) * 3) as u8]
 }
 
 #[test]
 fn lossless_8bit_decodes_exactly_at_full_size() {
-    let data = fixture_bytes("jpeg/lossless_8bit.jpg");
+    let data = jpeg_fixture("lossless_8bit.jpg");
     let want: Vec<u8> = (0..32)
         .flat_map(|y| (0..48).flat_map(move |x| gradient(x, y)))
         .collect();
@@ -190,8 +199,8 @@ fn lossless_8bit_decodes_exactly_at_full_size() {
 
 #[test]
 fn ycck_decodes_to_pillows_cmyk_conversion() {
-    let data = fixture_bytes("jpeg/ycck_adobe.jpg");
-    // tests/fixtures/jpeg/ycck.c: C = 5x, M = 7y, Y = 60, K = 2(x + y) (ink, 0..255).
+    let data = jpeg_fixture("ycck_adobe.jpg");
+    // tests/jpeg-fixtures/ycck.c: C = 5x, M = 7y, Y = 60, K = 2(x + y) (ink, 0..255).
     let want: Vec<u8> = (0..32usize)
         .flat_map(|y| {
             (0..48usize).flat_map(move |x| {
@@ -219,12 +228,12 @@ fn ycck_decodes_to_pillows_cmyk_conversion() {
 fn unsupported_precisions_are_named() {
     refused_everywhere(
         "12-bit",
-        &fixture_bytes("jpeg/lossy_12bit.jpg"),
+        &jpeg_fixture("lossy_12bit.jpg"),
         &ImageError::Unsupported("12-bit JPEG".into()),
     );
     refused_everywhere(
         "16-bit lossless",
-        &fixture_bytes("jpeg/lossless_16bit.jpg"),
+        &jpeg_fixture("lossless_16bit.jpg"),
         &ImageError::Unsupported("lossless JPEG with 16-bit samples".into()),
     );
 }
