@@ -392,10 +392,13 @@ int qp_dec_pixels(qp_dec *q, uint8_t *out, size_t stride, qp_info *info)
     jpeg_read_scanlines(d, rows, (JDIMENSION)n);
   }
   info->lines = (int)d->output_scanline;
-  /* Reads on to the EOI: a scan after the output (rare) still gets read and checked. */
-  jpeg_finish_decompress(d);
+  /* Before finishing: jpeg_finish_decompress frees the image pool, coef_bits with it (found by
+   * the fuzz target under AddressSanitizer). Every scan of a multi-scan file has been read by
+   * now (jpeg_start_decompress reads them all). */
   info->incomplete = !delivered_all(q);
   if (d->progressive_mode && !d->coef_bits) info->incomplete = 1;
+  /* Reads on to the EOI: a scan after the output (rare) still gets read and checked. */
+  jpeg_finish_decompress(d);
   q->stage = 0;
   return 0;
 }
