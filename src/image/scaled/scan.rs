@@ -90,7 +90,9 @@ impl Decoder {
             pos = at + 2;
             match marker {
                 0xD9 => break,
-                0xD0..=0xD8 | 0x01 => continue,
+                0xD0..=0xD7 | 0x01 => continue,
+                // A second SOI: libjpeg refuses the file ("two SOI markers"); so must this.
+                0xD8 => return None,
                 _ => {}
             }
             let body = segment(data, at)?;
