@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::image::{Mode, Size};
+use crate::image::{Background, Mode, Size};
 use crate::logging::LogFormat;
 
 #[derive(Parser, Debug)]
@@ -92,7 +92,7 @@ pub struct ImageArgs {
     pub sizes: Vec<Size>,
 
     /// fill: cover then centre-crop to exactly WxH; fit: shrink inside WxH keeping the aspect
-    /// ratio (never enlarges); pad: fit, then letterbox with black to exactly WxH.
+    /// ratio (never enlarges); pad: fit, then letterbox with --background to exactly WxH.
     #[arg(long, env = "QP_MODE", default_value = "fill", value_parser = parse_mode)]
     pub mode: Mode,
 
@@ -105,6 +105,12 @@ pub struct ImageArgs {
     #[arg(long, env = "QP_MAX_PIXELS", default_value_t = crate::image::DEFAULT_MAX_PIXELS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_pixels: u64,
+
+    /// Colour under transparent pixels (PNG, WebP, GIF, TIFF alpha) and of pad's letterbox:
+    /// black, white, gray, #RRGGBB, #RGB or R,G,B.
+    #[arg(long, env = "QP_BACKGROUND", value_name = "COLOUR", default_value = "black",
+          value_parser = parse_background)]
+    pub background: Background,
 }
 
 #[derive(Args, Debug)]
@@ -415,6 +421,10 @@ pub struct ReconcileArgs {
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {
+    s.parse()
+}
+
+fn parse_background(s: &str) -> Result<Background, String> {
     s.parse()
 }
 

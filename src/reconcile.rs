@@ -6,6 +6,7 @@
 //! every listing is ordered by source key and one merge pass pairs each source with its outputs:
 //! memory stays constant whatever the bucket holds.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::enqueue::listing::{self, Listing};
 use crate::enqueue::send::{FailedKey, Sender};
 use crate::enqueue::{entry, print_json, region, runtime};
 use crate::image::Size;
+use crate::image::names::output_name;
 use crate::work::decide::output_key;
 
 /// Keys named in each list of the report.
@@ -252,8 +254,13 @@ async fn join_target<L: Lister, S: BatchSender>(
         .iter()
         .map(|stem| Cursor::new(lister, &cfg.dest_bucket, stem.clone(), &target.prefix))
         .collect();
+    // Sources named for another format (`a.png`) have outputs named after them (`a.png.jpg`),
+    // which sort later than the source, maybe after other keys: such a source waits here, under
+    // its output name, until every listing has passed that name. Only the keys between `a.png`
+    // and `a.png.jpg` pass meanwhile, so this holds one source or two.
+    let mut pending: BTreeMap<String, (Listed, Vec<Option<Listed>>)> = BTreeMap::new();
     loop {
-        // The smallest key at the head of any listing is the next source key to judge.
+        // The smallest key at the head of any listing is the next key to judge.
         let mut next: Option<String> = source.peek().await?.map(str::to_string);
         for o in &mut outputs {
             if let Some(k) = o.peek().await?
@@ -261,6 +268,24 @@ async fn join_target<L: Lister, S: BatchSender>(
             {
                 next = Some(k.to_string());
             }
+        }
+        while let Some(entry) = pending.first_entry()
+            && next.as_deref().is_none_or(|n| entry.key().as_str() < n)
+        {
+            let (src, outs) = entry.remove();
+            let verdict = classify(Some(&src), &outs, &cfg.list.suffixes, cfg.newer);
+            tally(
+                verdict,
+                &src.key,
+                Some(&src),
+                &outs,
+                &stems,
+                &bucket,
+                region,
+                report,
+                sender,
+            )
+            .await;
         }
         let Some(key) = next else {
             return Ok(());
@@ -270,31 +295,89 @@ async fn join_target<L: Lister, S: BatchSender>(
             .take_if(&key)
             .filter(|s| !(same_bucket && stems.iter().any(|st| s.key.starts_with(st.as_str()))));
         let outs: Vec<Option<Listed>> = outputs.iter_mut().map(|o| o.take_if(&key)).collect();
-        match classify(src.as_ref(), &outs, &cfg.list.suffixes, cfg.newer) {
-            Verdict::Complete => {
-                report.sources += 1;
-                report.complete += 1;
-            }
-            Verdict::Missing { stale } => {
-                report.sources += 1;
-                report.missing.count += 1;
-                report.missing.stale += u64::from(stale);
-                if report.missing.keys.len() < KEYS_SHOWN {
-                    report.missing.keys.push(key.clone());
-                }
-                if let (Some(sender), Some(src)) = (sender.as_mut(), &src) {
-                    sender.push(entry(&bucket, region, src)).await;
-                }
-            }
-            Verdict::Orphans(_) => {
-                for (o, stem) in outs.iter().zip(&stems) {
+        let named = output_name(&key);
+        if named == key.as_str() {
+            // Outputs named `key` are this source's own.
+            let verdict = classify(src.as_ref(), &outs, &cfg.list.suffixes, cfg.newer);
+            tally(
+                verdict,
+                &key,
+                src.as_ref(),
+                &outs,
+                &stems,
+                &bucket,
+                region,
+                report,
+                sender,
+            )
+            .await;
+            continue;
+        }
+        if let Some(src) = src {
+            let n = outs.len();
+            pending.insert(named.into_owned(), (src, vec![None; n]));
+        }
+        // Outputs named `key` belong to the source `key` minus `.jpg`, if it is waiting.
+        match pending.get_mut(&key) {
+            Some((_, found)) => {
+                for (slot, o) in found.iter_mut().zip(outs) {
                     if o.is_some() {
-                        report.orphans.add(format!("{stem}{key}"));
+                        *slot = o;
                     }
                 }
             }
-            Verdict::Ignored => report.skipped += u64::from(src.is_some()),
+            None => {
+                let n = outs.iter().flatten().count();
+                if n > 0 {
+                    let verdict = Verdict::Orphans(n);
+                    tally(
+                        verdict, &key, None, &outs, &stems, &bucket, region, report, sender,
+                    )
+                    .await;
+                }
+            }
         }
+    }
+}
+
+/// Adds one verdict to the report (`key`: the source key, or the output name of orphans), and
+/// sends a missing source with `--enqueue`.
+#[allow(clippy::too_many_arguments)]
+async fn tally<S: BatchSender>(
+    verdict: Verdict,
+    key: &str,
+    src: Option<&Listed>,
+    outs: &[Option<Listed>],
+    stems: &[String],
+    bucket: &Arc<str>,
+    region: &str,
+    report: &mut Report,
+    sender: &mut Option<Sender<S>>,
+) {
+    match verdict {
+        Verdict::Complete => {
+            report.sources += 1;
+            report.complete += 1;
+        }
+        Verdict::Missing { stale } => {
+            report.sources += 1;
+            report.missing.count += 1;
+            report.missing.stale += u64::from(stale);
+            if report.missing.keys.len() < KEYS_SHOWN {
+                report.missing.keys.push(key.to_string());
+            }
+            if let (Some(sender), Some(src)) = (sender.as_mut(), src) {
+                sender.push(entry(bucket, region, src)).await;
+            }
+        }
+        Verdict::Orphans(_) => {
+            for (o, stem) in outs.iter().zip(stems) {
+                if o.is_some() {
+                    report.orphans.add(format!("{stem}{key}"));
+                }
+            }
+        }
+        Verdict::Ignored => report.skipped += u64::from(src.is_some()),
     }
 }
 
@@ -345,10 +428,10 @@ mod tests {
             Verdict::Orphans(2)
         );
         assert_eq!(c(None, &[None], false), Verdict::Ignored);
-        assert_eq!(c(Some(&obj("a.png", 0)), &[None], false), Verdict::Ignored);
+        assert_eq!(c(Some(&obj("a.txt", 0)), &[None], false), Verdict::Ignored);
         // An output whose source exists but is not an image is not an orphan.
         assert_eq!(
-            c(Some(&obj("a.png", 0)), &[Some(obj("a.png", 0))], false),
+            c(Some(&obj("a.txt", 0)), &[Some(obj("a.txt", 0))], false),
             Verdict::Ignored
         );
     }

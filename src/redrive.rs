@@ -290,11 +290,11 @@ mod tests {
 
     #[test]
     fn the_reason_filter() {
-        let m = Held::new("1", "r", "{}", Some("not_jpeg"));
+        let m = Held::new("1", "r", "{}", Some("not_image"));
         let none = Held::new("2", "r", "{}", None);
         assert!(wanted(&m, None) && wanted(&none, None));
-        assert!(wanted(&m, Some("not_jpeg")));
-        assert!(!wanted(&m, Some("truncated")) && !wanted(&none, Some("not_jpeg")));
+        assert!(wanted(&m, Some("not_image")));
+        assert!(!wanted(&m, Some("truncated")) && !wanted(&none, Some("not_image")));
     }
 
     /// SQS's move task as a script of progress answers.

@@ -8,6 +8,7 @@
 //! a note on stderr says so. Nothing is ever written outside OUT, and an output that would
 //! replace one of the inputs is refused.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
@@ -24,10 +25,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::ResizeArgs;
 use crate::config;
-use crate::image::{self, ResizeSpec};
-
-/// File extensions picked up when walking a directory (explicit file arguments are always tried).
-const JPEG_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "jpe", "jfif"];
+use crate::image::{self, ResizeSpec, names};
 
 /// One input file and where its outputs go, relative to each output directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +160,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
         if !seen_inputs.insert(real.clone()) {
             return;
         }
+        let rel = output_rel(&rel);
         let unique = unique_name(&rel, &taken);
         if unique != rel {
             plan.renamed.push((input.clone(), unique.clone()));
@@ -192,7 +191,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
                             let path = e.path().unwrap_or(input).to_path_buf();
                             plan.failures.push((path, e.to_string()));
                         }
-                        Ok(e) if e.file_type().is_file() && has_jpeg_extension(e.path()) => {
+                        Ok(e) if e.file_type().is_file() && has_image_suffix(e.path()) => {
                             let rel = e.path().strip_prefix(input).unwrap_or(e.path());
                             let real = real_dir.join(rel);
                             let bytes = e.metadata().map_or(0, |m| m.len());
@@ -202,7 +201,7 @@ pub fn plan(inputs: &[PathBuf], out: &Path) -> Plan {
                         // A link to a file is converted under the link's name (datasets are
                         // often link farms); links to directories are not followed, so a walk
                         // never loops. A dangling link is a failure of its own.
-                        Ok(e) if e.path_is_symlink() && has_jpeg_extension(e.path()) => {
+                        Ok(e) if e.path_is_symlink() && has_image_suffix(e.path()) => {
                             let rel = e.path().strip_prefix(input).unwrap_or(e.path());
                             let path = e.path().to_path_buf();
                             match std::fs::metadata(&path) {
@@ -431,10 +430,26 @@ fn is_same(a: &Path, b: &Path) -> bool {
     a.canonicalize().is_ok_and(|a| a == b)
 }
 
-fn has_jpeg_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| JPEG_EXTENSIONS.iter().any(|j| e.eq_ignore_ascii_case(j)))
+/// Whether a walk picks up the file at `path` (explicit file arguments are always tried).
+fn has_image_suffix(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| names::has_image_suffix(&n.to_string_lossy()))
+}
+
+/// Where the outputs of the input at `rel` go: the same relative path, its name as
+/// [`names::output_name`] gives it (`b.png` -> `b.png.jpg`: outputs are JPEG).
+fn output_rel(rel: &Path) -> PathBuf {
+    let Some(name) = rel.file_name() else {
+        return rel.to_path_buf();
+    };
+    match names::output_name(&name.to_string_lossy()) {
+        Cow::Borrowed(_) => rel.to_path_buf(),
+        Cow::Owned(_) => {
+            let mut renamed = name.to_os_string();
+            renamed.push(".jpg");
+            rel.with_file_name(renamed)
+        }
+    }
 }
 
 /// `rel`, or `<stem>_N.<ext>` with the smallest N >= 2 not yet taken.
@@ -596,12 +611,16 @@ mod tests {
 
     #[test]
     fn extensions() {
-        for yes in ["a.jpg", "b.JPEG", "c.Jpe", "d.jfif"] {
-            assert!(has_jpeg_extension(Path::new(yes)), "{yes}");
+        for yes in [
+            "a.jpg", "b.JPEG", "c.Jpe", "d.jfif", "e.png", "f.WebP", "g.tiff",
+        ] {
+            assert!(has_image_suffix(Path::new(yes)), "{yes}");
         }
-        for no in ["a.png", "b", "c.jpg.txt"] {
-            assert!(!has_jpeg_extension(Path::new(no)), "{no}");
+        for no in ["a.heic", "b", "c.jpg.txt"] {
+            assert!(!has_image_suffix(Path::new(no)), "{no}");
         }
+        assert_eq!(output_rel(Path::new("a/b.png")), Path::new("a/b.png.jpg"));
+        assert_eq!(output_rel(Path::new("a/b.jpg")), Path::new("a/b.jpg"));
     }
 
     fn job(name: &Path, bytes: u64) -> Job {

@@ -381,10 +381,10 @@ mod tests {
     #[test]
     fn dlq_reasons_from_the_sample() {
         let sample = [
-            peeked("a", Some("not_jpeg"), 10_000),
+            peeked("a", Some("not_image"), 10_000),
             peeked("b", Some("truncated"), 4_000),
-            peeked("c", Some("not_jpeg"), 9_000),
-            peeked("a", Some("not_jpeg"), 10_000),
+            peeked("c", Some("not_image"), 9_000),
+            peeked("a", Some("not_image"), 10_000),
             peeked("d", None, 8_000),
         ];
         let d = summarise_dlq("https://q/dlq", 7, 1, &sample, 64_000);
@@ -393,7 +393,7 @@ mod tests {
             d.reasons.into_iter().collect::<Vec<_>>(),
             [
                 ("(none)".into(), 1),
-                ("not_jpeg".into(), 2),
+                ("not_image".into(), 2),
                 ("truncated".into(), 1)
             ]
         );
@@ -420,7 +420,7 @@ mod tests {
                 2,
                 0,
                 &[
-                    peeked("a", Some("not_jpeg"), 0),
+                    peeked("a", Some("not_image"), 0),
                     peeked("b", Some("corrupt"), 0),
                 ],
                 0,
@@ -439,7 +439,7 @@ mod tests {
         for words in [
             "queue   uploads\n",
             "visible 35, in flight 3, delayed 1",
-            "dlq     uploads-dlq\n        messages 2, in flight 0; sample of 2: corrupt 1, not_jpeg 1",
+            "dlq     uploads-dlq\n        messages 2, in flight 0; sample of 2: corrupt 1, not_image 1",
             "tasks   qp-worker in qp\n        running 1, pending 0; FARGATE_SPOT: 1 running, 0 pending",
             "desired 4, would launch 0 (QP_ENABLED=false)",
             "backlog 38 needs 4 tasks",

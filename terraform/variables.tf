@@ -56,7 +56,10 @@ variable "source_prefix" {
 variable "source_suffixes" {
   description = "Only uploads whose key ends with one of these are processed (one S3 notification rule each; S3 filters are case-sensitive)."
   type        = list(string)
-  default     = [".jpg", ".jpeg", ".JPG", ".JPEG"]
+  default = [
+    ".jpg", ".jpeg", ".JPG", ".JPEG", ".png", ".PNG", ".webp", ".WEBP",
+    ".gif", ".GIF", ".bmp", ".BMP", ".tif", ".TIF", ".tiff", ".TIFF",
+  ]
 
   validation {
     condition     = length(var.source_suffixes) > 0

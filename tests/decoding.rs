@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use qp::image::{self, ImageError, Pixels, ResizeSpec};
+use qp::image::{self, Format, ImageError, Pixels, ResizeSpec};
 
 use crate::util::psnr;
 
@@ -279,7 +279,7 @@ fn truncated_data_is_truncated_at_every_scale() {
             refused_everywhere(
                 &format!("{name} cut at {cut}"),
                 &jpeg[..n],
-                &ImageError::Truncated,
+                &ImageError::Truncated(Format::Jpeg),
             );
         }
     }
@@ -295,7 +295,7 @@ fn truncated_data_is_truncated_at_every_scale() {
     refused_everywhere(
         "progressive cut between scans",
         &prog[..sos[sos.len() / 2]],
-        &ImageError::Truncated,
+        &ImageError::Truncated(Format::Jpeg),
     );
 }
 
@@ -311,7 +311,7 @@ fn damaged_scan_data_is_corrupt_at_every_scale() {
         warnings.contains("premature end of data segment"),
         "{warnings}"
     );
-    let corrupt = ImageError::Corrupt("the compressed image data is damaged".into());
+    let corrupt = ImageError::Corrupt(Format::Jpeg, "the compressed image data is damaged".into());
     refused_everywhere("scan cut, EOI appended", &cut, &corrupt);
     // Restart markers out of sequence: libjpeg reports "found marker 0xd5 instead of RST3"
     // and resynchronizes, filling in. (Damage inside the entropy-coded data mostly goes unseen:
@@ -337,7 +337,7 @@ fn damaged_scan_data_is_corrupt_at_every_scale() {
         assert!(warnings.contains("instead of rst"), "{warnings}");
         // libjpeg meets the wrong marker inside the scan data first, then resynchronizes.
         let err = image::decode_at(&bad, 8, u64::MAX).unwrap_err();
-        assert!(matches!(err, ImageError::Corrupt(_)), "{err}");
+        assert!(matches!(err, ImageError::Corrupt(..)), "{err}");
         refused_everywhere(&format!("restart marker at {at}"), &bad, &err);
         found += 1;
     }

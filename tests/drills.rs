@@ -147,7 +147,7 @@ fn a_poison_image_goes_to_the_dlq_with_its_reason_and_blocks_nothing() {
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
         assert!(
-            ["not_jpeg", "truncated", "corrupt"].contains(&reason.as_str()),
+            ["not_image", "unsupported_format", "truncated", "corrupt"].contains(&reason.as_str()),
             "reason {reason:?} in {attrs:?}"
         );
     }

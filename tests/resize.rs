@@ -50,8 +50,8 @@ fn batch_with_bad_files(args: &[&str]) {
     assert!(err.contains("images/s"), "{err}");
     // Each failure names its cause in words a user understands.
     for cause in [
-        "not a JPEG: the file is empty",
-        "this is a PNG image",
+        "not an image: the file is empty",
+        "unsupported: HEIC image",
         "truncated",
     ] {
         assert!(err.contains(cause), "missing `{cause}` in:\n{err}");

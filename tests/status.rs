@@ -141,9 +141,9 @@ fn status_counts_queue_dlq_and_tasks_and_leaves_the_dlq_as_it_was() {
     keep_tasks_running(&cloud.moto);
     let (queue, dlq) = (cloud.queue_url.as_str(), cloud.dlq_url.as_str());
     let dead = [
-        ("a.jpg", "not_jpeg"),
+        ("a.jpg", "not_image"),
         ("b.jpg", "truncated"),
-        ("c.jpg", "not_jpeg"),
+        ("c.jpg", "not_image"),
     ];
     cloud.rt.block_on(async {
         launch_tasks(&cloud, &[("FARGATE_SPOT", 2), ("FARGATE", 1)]).await;
@@ -198,7 +198,7 @@ fn status_counts_queue_dlq_and_tasks_and_leaves_the_dlq_as_it_was() {
         (&n(3), &n(0), &n(3)),
         "{s}"
     );
-    assert_eq!(d["reasons"], json!({"not_jpeg": 2, "truncated": 1}), "{s}");
+    assert_eq!(d["reasons"], json!({"not_image": 2, "truncated": 1}), "{s}");
     let mut keys: Vec<&str> = d["sample"]
         .as_array()
         .unwrap()
@@ -299,7 +299,7 @@ async fn redrive_by_reason_after_a_fix_moves_only_those_and_work_processes_them(
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    assert_eq!(left, [Some("not_jpeg".into()), Some("not_jpeg".into())]);
+    assert_eq!(left, [Some("not_image".into()), Some("not_image".into())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

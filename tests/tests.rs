@@ -6,6 +6,7 @@ mod decoding;
 mod drills;
 mod enqueue;
 mod faults;
+mod formats;
 mod image;
 mod lambda_api;
 mod packaging;

@@ -377,3 +377,26 @@ fn connect_retrying(port: u16) -> TcpStream {
         }
     }
 }
+
+/// A Python with Pillow: `$QP_VENV`'s, the default venv scripts/setup makes, or python3.
+pub fn pillow_python() -> PathBuf {
+    let mut pythons: Vec<PathBuf> = Vec::new();
+    if let Some(venv) = std::env::var_os("QP_VENV") {
+        pythons.push(Path::new(&venv).join("bin/python"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        pythons.push(Path::new(&home).join(".cache/qp-venv/bin/python"));
+    }
+    pythons.push("python3".into());
+    for python in &pythons {
+        let ok = Command::new(python)
+            .args(["-c", "import PIL"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return python.clone();
+        }
+    }
+    panic!("no python with Pillow among {pythons:?}: run scripts/setup (it creates the venv)");
+}

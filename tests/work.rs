@@ -224,7 +224,8 @@ fn processed_counts(o: &Output) -> BTreeMap<String, usize> {
 fn expected_reason(name: &str) -> &'static str {
     match name {
         "bad_truncated.jpg" => "truncated",
-        _ => "not_jpeg",
+        "bad_heic.jpg" => "unsupported_format",
+        _ => "not_image",
     }
 }
 

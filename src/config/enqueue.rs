@@ -7,7 +7,9 @@ use crate::image::Size;
 use crate::logging::LogFormat;
 
 /// The suffixes of terraform's notification filter (`source_suffixes`), compared in any case.
-pub const DEFAULT_SUFFIXES: &[&str] = &[".jpg", ".jpeg"];
+pub const DEFAULT_SUFFIXES: &[&str] = &[
+    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
+];
 
 /// One `s3://BUCKET[/PREFIX]` to list.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -253,10 +255,12 @@ mod tests {
     #[test]
     fn suffixes_default_to_terraforms_and_ignore_case() {
         let s = Suffixes::new(&[]).unwrap();
-        for key in ["a.jpg", "b/C.JPG", "x.Jpeg", "y.jpeg"] {
+        for key in [
+            "a.jpg", "b/C.JPG", "x.Jpeg", "y.jpeg", "p.PNG", "w.webp", "t.tif",
+        ] {
             assert!(s.matches(key), "{key}");
         }
-        for key in ["a.png", "jpg", "a.jpg.txt", "a/", "ä.jp"] {
+        for key in ["a.heic", "jpg", "a.jpg.txt", "a/", "ä.jp"] {
             assert!(!s.matches(key), "{key}");
         }
         let s = Suffixes::new(&[".PNG".into(), " .png ".into()]).unwrap();

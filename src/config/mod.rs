@@ -39,6 +39,7 @@ pub fn resize_spec(args: &ImageArgs) -> Result<ResizeSpec, ConfigError> {
         mode: args.mode,
         quality: args.quality,
         max_pixels: args.max_pixels,
+        background: args.background,
     })
 }
 
@@ -51,7 +52,7 @@ pub fn available_cpus() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{Mode, Size};
+    use crate::image::{Background, Mode, Size};
 
     #[test]
     fn required_names_the_variable() {
@@ -74,12 +75,13 @@ mod tests {
             mode: Mode::Fit,
             quality: 80,
             max_pixels: 10,
+            background: Background([1, 2, 3]),
         };
         let spec = resize_spec(&args).unwrap();
         assert_eq!(spec.sizes, vec![s]);
         assert_eq!(
-            (spec.mode, spec.quality, spec.max_pixels),
-            (Mode::Fit, 80, 10)
+            (spec.mode, spec.quality, spec.max_pixels, spec.background),
+            (Mode::Fit, 80, 10, Background([1, 2, 3]))
         );
     }
 }

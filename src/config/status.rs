@@ -160,10 +160,10 @@ mod tests {
             (c.method, c.reason, c.rate, c.hold_secs),
             (Method::Auto, None, None, 60)
         );
-        let c = redrive(&["--reason", "not_jpeg", "--method", "batch"]).unwrap();
+        let c = redrive(&["--reason", "not_image", "--method", "batch"]).unwrap();
         assert_eq!(
             (c.method, c.reason.as_deref()),
-            (Method::Batch, Some("not_jpeg"))
+            (Method::Batch, Some("not_image"))
         );
         for (extra, words) in [
             (&["--method", "fast"][..], "--method"),

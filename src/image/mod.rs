@@ -11,18 +11,25 @@
 //! faster; anything else, or anything it finds odd, goes to libjpeg-turbo, so the verdict on a
 //! file never depends on the output size.
 
+mod background;
+mod formats;
 mod geometry;
+pub mod names;
 mod orient;
 pub mod scaled;
+mod sniff;
 pub mod turbo;
+mod webp;
 
 use std::fmt;
 use std::str::FromStr;
 
 use fast_image_resize as fr;
 
+pub use background::Background;
 pub use geometry::{Mode, Plan};
 pub use orient::Orientation;
+pub use sniff::{Format, sniff};
 
 /// Default JPEG quality of the outputs: high enough that encoding artefacts stay well below what
 /// the resize itself changes, while a 224x224 output stays around 15-25 KB.
@@ -84,6 +91,8 @@ pub struct ResizeSpec {
     pub quality: u8,
     /// Images with more pixels than this are refused from their header alone.
     pub max_pixels: u64,
+    /// What transparent pixels are composited onto, and `pad`'s letterbox colour.
+    pub background: Background,
 }
 
 impl Default for ResizeSpec {
@@ -96,6 +105,7 @@ impl Default for ResizeSpec {
             mode: Mode::Fill,
             quality: DEFAULT_QUALITY,
             max_pixels: DEFAULT_MAX_PIXELS,
+            background: Background::default(),
         }
     }
 }
@@ -116,20 +126,24 @@ pub struct Resized {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImageError {
-    #[error("not a JPEG: the file is empty")]
+    #[error("not an image: the file is empty")]
     Empty,
-    #[error("not a JPEG: {0}")]
-    NotJpeg(&'static str),
-    #[error("truncated: the JPEG data ends before the image is complete")]
-    Truncated,
+    #[error("not an image: {0}")]
+    NotImage(&'static str),
+    /// A known format qp does not decode (HEIC, AVIF, camera raw, ...), named.
+    #[error("unsupported: {0}")]
+    UnsupportedFormat(&'static str),
+    #[error("truncated: the {0} data ends before the image is complete")]
+    Truncated(Format),
     #[error(
         "too large: {width}x{height} exceeds the limit of {limit} pixels (raise --max-pixels / QP_MAX_PIXELS)"
     )]
     TooLarge { width: u32, height: u32, limit: u64 },
+    /// A variant of a decoded format that qp does not take (12-bit JPEG, float TIFF, ...).
     #[error("unsupported: {0}")]
     Unsupported(String),
-    #[error("corrupt JPEG: {0}")]
-    Corrupt(String),
+    #[error("corrupt {0}: {1}")]
+    Corrupt(Format, String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -138,11 +152,12 @@ impl ImageError {
     /// A short stable name for logs, metrics and the DLQ's reason attribute.
     pub fn kind(&self) -> &'static str {
         match self {
-            ImageError::Empty | ImageError::NotJpeg(_) => "not_jpeg",
-            ImageError::Truncated => "truncated",
+            ImageError::Empty | ImageError::NotImage(_) => "not_image",
+            ImageError::UnsupportedFormat(_) => "unsupported_format",
+            ImageError::Truncated(_) => "truncated",
             ImageError::TooLarge { .. } => "too_large",
             ImageError::Unsupported(_) => "unsupported",
-            ImageError::Corrupt(_) => "corrupt",
+            ImageError::Corrupt(..) => "corrupt",
             ImageError::Internal(_) => "internal",
         }
     }
@@ -167,28 +182,52 @@ pub fn process(data: &[u8], spec: &ResizeSpec) -> Result<Vec<Resized>, ImageErro
 }
 
 fn process_inner(data: &[u8], spec: &ResizeSpec) -> Result<Vec<Resized>, ImageError> {
-    sniff(data)?;
-    let header = read_header(data, spec.max_pixels)?;
-    let (width, height) = header.orientation.display_size(header.width, header.height);
-    let scale = geometry::decode_scale(width, height, &spec.sizes, spec.mode);
-    let decoded = decode(data, &header, scale, spec.max_pixels)?;
-    let pixels = orient::apply(decoded, header.orientation);
+    let (pixels, display) = decode_for(data, spec)?;
     with_resizer(|resizer| {
         spec.sizes
             .iter()
             .map(|&size| {
-                let plan = Plan::new(spec.mode, (width, height), size);
-                render(resizer, &pixels, (width, height), &plan, spec.quality).map(
-                    |(w, h, jpeg)| Resized {
-                        size,
-                        width: w,
-                        height: h,
-                        jpeg,
-                    },
-                )
+                let plan = Plan::new(spec.mode, display, size);
+                render(resizer, &pixels, display, &plan, spec).map(|(w, h, jpeg)| Resized {
+                    size,
+                    width: w,
+                    height: h,
+                    jpeg,
+                })
             })
             .collect()
     })
+}
+
+/// The upright pixels [`process`] resizes for `spec`: decoded, turned by the orientation the
+/// file's metadata gives, transparency composited onto the background. A JPEG comes at the
+/// smallest scale N/8 that still serves every output size; other formats at full size.
+pub fn decode_upright(data: &[u8], spec: &ResizeSpec) -> Result<Pixels, ImageError> {
+    decode_for(data, spec).map(|(pixels, _)| pixels)
+}
+
+/// [`decode_upright`], and the upright size at full scale that the output geometry is planned
+/// in.
+fn decode_for(data: &[u8], spec: &ResizeSpec) -> Result<(Pixels, (u32, u32)), ImageError> {
+    match sniff(data)? {
+        Format::Jpeg => decode_jpeg(data, spec),
+        format => {
+            let (pixels, o) = formats::decode(data, format, spec.background, spec.max_pixels)?;
+            let pixels = orient::apply(pixels, o);
+            let display = (pixels.width, pixels.height);
+            Ok((pixels, display))
+        }
+    }
+}
+
+/// A JPEG's upright pixels, decoded at the smallest scale N/8 that still serves every output,
+/// and its upright size at full scale.
+fn decode_jpeg(data: &[u8], spec: &ResizeSpec) -> Result<(Pixels, (u32, u32)), ImageError> {
+    let header = read_header(data, spec.max_pixels)?;
+    let display = header.orientation.display_size(header.width, header.height);
+    let scale = geometry::decode_scale(display.0, display.1, &spec.sizes, spec.mode);
+    let decoded = decode(data, &header, scale, spec.max_pixels)?;
+    Ok((orient::apply(decoded, header.orientation), display))
 }
 
 /// Runs `f` with this thread's resizer. Kept from image to image, its scratch buffer is
@@ -237,42 +276,6 @@ pub struct Header {
     pub lossless: bool,
 }
 
-/// Rejects what is plainly not a JPEG, naming what it looks like instead.
-fn sniff(data: &[u8]) -> Result<(), ImageError> {
-    if data.is_empty() {
-        return Err(ImageError::Empty);
-    }
-    if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return Ok(());
-    }
-    let looks_like = if data.starts_with(b"\x89PNG\r\n\x1a\n") {
-        "this is a PNG image"
-    } else if data.starts_with(b"GIF8") {
-        "this is a GIF image"
-    } else if data.starts_with(b"RIFF") && data.get(8..12) == Some(b"WEBP") {
-        "this is a WebP image"
-    } else if data.get(4..8) == Some(b"ftyp") {
-        "this is a HEIF/AVIF/MP4 file"
-    } else if data.starts_with(b"II*\0") || data.starts_with(b"MM\0*") {
-        "this is a TIFF image"
-    } else if data.starts_with(b"BM") {
-        "this is a BMP image"
-    } else if data.starts_with(b"%PDF") {
-        "this is a PDF document"
-    } else if data.starts_with(&[0xFF, 0xD8]) {
-        "the JPEG marker structure is broken"
-    } else if data
-        .iter()
-        .take(512)
-        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace())
-    {
-        "this is text"
-    } else {
-        "no JPEG signature (FF D8 FF)"
-    };
-    Err(ImageError::NotJpeg(looks_like))
-}
-
 /// Reads the markers up to the first scan: size, and orientation from EXIF.
 ///
 /// qp's own marker walk first (no tables built, nothing allocated). Where it gives up (broken
@@ -289,9 +292,10 @@ pub fn read_header(data: &[u8], max_pixels: u64) -> Result<Header, ImageError> {
         }
     };
     if width == 0 || height == 0 {
-        return Err(ImageError::Corrupt(format!(
-            "the frame header says {width}x{height}"
-        )));
+        return Err(ImageError::Corrupt(
+            Format::Jpeg,
+            format!("the frame header says {width}x{height}"),
+        ));
     }
     if u64::from(width) * u64::from(height) > max_pixels {
         return Err(ImageError::TooLarge {
@@ -315,11 +319,16 @@ fn orientation(exif: Option<&[u8]>) -> Orientation {
 }
 
 /// Decodes `data` at `scale`/8 (1..=8), as stored (no orientation applied): the decode step of
-/// [`process`] on its own, for benchmarks and conformance checks.
+/// [`process`] on its own, for benchmarks and conformance checks. Formats other than JPEG
+/// decode at full size whatever the scale, transparency over black.
 pub fn decode_at(data: &[u8], scale: u8, max_pixels: u64) -> Result<Pixels, ImageError> {
-    sniff(data)?;
-    let header = read_header(data, max_pixels)?;
-    decode(data, &header, scale.clamp(1, 8), max_pixels)
+    match sniff(data)? {
+        Format::Jpeg => {
+            let header = read_header(data, max_pixels)?;
+            decode(data, &header, scale.clamp(1, 8), max_pixels)
+        }
+        format => Ok(formats::decode(data, format, Background::default(), max_pixels)?.0),
+    }
 }
 
 /// Decodes at `scale`/8: qp's own decoder where it applies (1/8, 1/4, 1/2), libjpeg-turbo
@@ -348,6 +357,7 @@ fn decode(data: &[u8], header: &Header, scale: u8, max_pixels: u64) -> Result<Pi
     );
     if (u64::from(pixels.width), u64::from(pixels.height)) != want {
         return Err(ImageError::Corrupt(
+            Format::Jpeg,
             "the decoded size differs from the header".into(),
         ));
     }
@@ -361,7 +371,7 @@ fn render(
     pixels: &Pixels,
     display: (u32, u32),
     plan: &Plan,
-    quality: u8,
+    spec: &ResizeSpec,
 ) -> Result<(u32, u32, Vec<u8>), ImageError> {
     let internal = |e: &dyn fmt::Display| ImageError::Internal(e.to_string());
     // The plan is in full-scale coordinates; the decode may be 1/2..1/8 of that.
@@ -390,9 +400,9 @@ fn render(
     let rgbx = if (ow, oh) == (iw, ih) {
         rgbx
     } else {
-        pad(&rgbx, (iw, ih), (ow, oh), plan.offset)
+        pad(&rgbx, (iw, ih), (ow, oh), plan.offset, spec.background)
     };
-    let jpeg = turbo::encode(&rgbx, (ow, oh), quality).map_err(|e| internal(&e))?;
+    let jpeg = turbo::encode(&rgbx, (ow, oh), spec.quality).map_err(|e| internal(&e))?;
     Ok((ow, oh, jpeg))
 }
 
@@ -421,12 +431,19 @@ fn to_rgbx(buf: Vec<u8>, channels: u8) -> Vec<u8> {
     buf.iter().flat_map(|&v| [v, v, v, 0xFF]).collect()
 }
 
-/// Places an `inner` RGBX image at `offset` on a black `outer` canvas (letterboxing).
-fn pad(rgbx: &[u8], inner: (u32, u32), outer: (u32, u32), offset: (u32, u32)) -> Vec<u8> {
+/// Places an `inner` RGBX image at `offset` on an `outer` canvas of the background colour
+/// (letterboxing).
+fn pad(
+    rgbx: &[u8],
+    inner: (u32, u32),
+    outer: (u32, u32),
+    offset: (u32, u32),
+    background: Background,
+) -> Vec<u8> {
     let (iw, ih) = (inner.0 as usize, inner.1 as usize);
     let (ow, oh) = (outer.0 as usize, outer.1 as usize);
     let (ox, oy) = (offset.0 as usize, offset.1 as usize);
-    let mut out = [0, 0, 0, 0xFF].repeat(ow * oh);
+    let mut out = background.rgbx().repeat(ow * oh);
     for y in 0..ih {
         let src = &rgbx[y * iw * 4..(y + 1) * iw * 4];
         let at = ((oy + y) * ow + ox) * 4;
@@ -455,20 +472,6 @@ mod tests {
         for bad in ["", "224", "x224", "0x10", "10x0", "axb", "-1x5", "20000x20"] {
             assert!(bad.parse::<Size>().is_err(), "{bad} should not parse");
         }
-    }
-
-    #[test]
-    fn sniff_names_what_it_sees() {
-        assert_eq!(sniff(b""), Err(ImageError::Empty));
-        assert_eq!(
-            sniff(b"\x89PNG\r\n\x1a\n...."),
-            Err(ImageError::NotJpeg("this is a PNG image"))
-        );
-        assert_eq!(
-            sniff(b"hello world\n"),
-            Err(ImageError::NotJpeg("this is text"))
-        );
-        assert!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).is_ok());
     }
 
     /// A minimal JPEG header claiming 65000x65000: refused from the header, before any buffer.
@@ -556,8 +559,8 @@ mod tests {
 
     #[test]
     fn error_kinds_are_stable() {
-        assert_eq!(ImageError::Truncated.kind(), "truncated");
-        assert_eq!(ImageError::NotJpeg("x").kind(), "not_jpeg");
+        assert_eq!(ImageError::Truncated(Format::Png).kind(), "truncated");
+        assert_eq!(ImageError::NotImage("x").kind(), "not_image");
         assert_eq!(
             ImageError::TooLarge {
                 width: 1,

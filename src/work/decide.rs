@@ -8,6 +8,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::event::EventError;
 use crate::image::Size;
+use crate::image::names::output_name;
 
 /// What happened to one record (one S3 object) of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,8 +136,10 @@ pub fn dlq_attributes(f: &Failure, message_id: &str) -> Vec<(&'static str, Strin
     attrs
 }
 
-/// The output key of `key` for one size: `PREFIX/KEY`, or `PREFIX/WxH/KEY` when the spec has
-/// several sizes. The full source key is kept, so equal names in different folders never collide.
+/// The output key of `key` for one size: `PREFIX/NAME`, or `PREFIX/WxH/NAME` when the spec has
+/// several sizes, where NAME is the source key itself, with `.jpg` appended for other formats
+/// ([`output_name`]: `a/b.png` -> `a/b.png.jpg`). The full source key is kept, so equal names in
+/// different folders never collide.
 pub fn dest_key(prefix: &str, size: Option<Size>, key: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + key.len() + 12);
     if !prefix.is_empty() {
@@ -147,7 +150,7 @@ pub fn dest_key(prefix: &str, size: Option<Size>, key: &str) -> String {
         out.push_str(&s.to_string());
         out.push('/');
     }
-    out.push_str(key);
+    out.push_str(&output_name(key));
     out
 }
 
@@ -270,12 +273,12 @@ mod tests {
         }
         let bad = records(vec![
             Done,
-            perm("b/x.jpg", "not_jpeg"),
+            perm("b/x.jpg", "not_image"),
             perm("c", "truncated"),
         ]);
         let expected = Failure {
-            reason: "not_jpeg",
-            error: "not_jpeg error".into(),
+            reason: "not_image",
+            error: "not_image error".into(),
             key: Some("b/x.jpg".into()),
             failed: 2,
         };
@@ -337,7 +340,8 @@ mod tests {
         };
         assert_eq!(output_key("p", &[a], a, "x/y.jpg"), "p/x/y.jpg");
         assert_eq!(output_key("p", &[a, b], b, "x/y.jpg"), "p/299x299/x/y.jpg");
-        // Always a fixed stem followed by the source key (reconcile lists and strips the stem).
+        assert_eq!(output_key("p", &[a], a, "x/y.PNG"), "p/x/y.PNG.jpg");
+        // Always a fixed stem followed by the output name (reconcile lists and strips the stem).
         for key in ["", "a b/ü.jpg", "/lead.jpg"] {
             for sizes in [&[a][..], &[a, b][..]] {
                 let stem = output_key("out/m", sizes, a, "");

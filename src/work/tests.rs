@@ -353,7 +353,7 @@ async fn permanent_failures_go_to_the_dlq_with_their_reason() {
     };
     assert_eq!(
         reason(&bodies[0]),
-        ("not_jpeg".into(), Some("bad.jpg".into()))
+        ("not_image".into(), Some("bad.jpg".into()))
     );
     assert_eq!(
         reason(&bodies[1]),

@@ -104,7 +104,7 @@ mod tests {
 
     const BAD: &[(&str, &[u8])] = fixtures![
         "bad_empty",
-        "bad_png_named",
+        "bad_heic",
         "bad_random",
         "bad_text",
         "bad_truncated"

@@ -11,7 +11,7 @@
 use std::ffi::{CStr, c_char, c_int, c_uchar, c_ulong, c_void};
 use std::ptr::NonNull;
 
-use super::{ImageError, Pixels};
+use super::{Format, ImageError, Pixels};
 
 // Links libjpeg-turbo's static library, which shim.c calls: nothing in Rust names the crate.
 use turbojpeg_sys as _;
@@ -242,20 +242,23 @@ pub fn decode(data: &[u8], scale_num: u8, lossless: bool) -> Result<Pixels, Imag
 fn verdict(info: &Info) -> Result<(), ImageError> {
     let complete = info.lines == info.out_height && info.incomplete == 0;
     if info.eof != 0 && (!complete || info.hit_at_eof != 0) {
-        return Err(ImageError::Truncated);
+        return Err(ImageError::Truncated(Format::Jpeg));
     }
     if info.bad_data != 0 || info.hit_marker != 0 {
         return Err(ImageError::Corrupt(
+            Format::Jpeg,
             "the compressed image data is damaged".into(),
         ));
     }
     if info.resync != 0 {
         return Err(ImageError::Corrupt(
+            Format::Jpeg,
             "the restart markers are out of sequence".into(),
         ));
     }
     if info.bogus_progression != 0 {
         return Err(ImageError::Corrupt(
+            Format::Jpeg,
             "the progressive scans contradict each other".into(),
         ));
     }
@@ -265,9 +268,9 @@ fn verdict(info: &Info) -> Result<(), ImageError> {
 /// The error for a decode libjpeg-turbo gave up on, in qp's words.
 fn fatal(info: &Info) -> ImageError {
     let p = info.param;
-    let corrupt = |what: &str| ImageError::Corrupt(what.to_string());
+    let corrupt = |what: &str| ImageError::Corrupt(Format::Jpeg, what.to_string());
     match info.cause {
-        TRUNCATED => ImageError::Truncated,
+        TRUNCATED => ImageError::Truncated(Format::Jpeg),
         CORRUPT_DATA => corrupt("the compressed image data is damaged"),
         CORRUPT_RESTART => corrupt("the restart markers are out of sequence"),
         CORRUPT_PROGRESSION => corrupt("the progressive scans contradict each other"),
