@@ -389,6 +389,114 @@ fn stem(cfg: &ReconcileConfig, size: Size) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::listing::{Page, PageRequest};
+    use crate::aws::sqs_batch::SqsBatchSender;
+    use crate::config::enqueue::ListConfig;
+    use crate::logging::LogFormat;
+
+    /// Buckets in memory, listed as S3 lists them (one page, key order, `/` folders).
+    struct Buckets(Vec<(&'static str, Vec<&'static str>)>);
+
+    impl Lister for Buckets {
+        async fn page(&self, req: PageRequest<'_>) -> Result<Page, ListError> {
+            let keys = &self.0.iter().find(|(b, _)| *b == req.bucket).unwrap().1;
+            let mut keys: Vec<&str> = keys
+                .iter()
+                .copied()
+                .filter(|k| k.starts_with(req.prefix))
+                .filter(|k| req.start_after.is_none_or(|s| *k > s))
+                .collect();
+            keys.sort_unstable();
+            let mut page = Page::default();
+            for k in keys {
+                let rest = &k[req.prefix.len()..];
+                match req
+                    .delimiter
+                    .and_then(|d| rest.find(d).map(|i| i + d.len()))
+                {
+                    Some(end) => {
+                        let folder = format!("{}{}", req.prefix, &rest[..end]);
+                        if page.prefixes.last() != Some(&folder) {
+                            page.prefixes.push(folder);
+                        }
+                    }
+                    None => page.objects.push(obj(k, 0)),
+                }
+            }
+            Ok(page)
+        }
+    }
+
+    /// Sources named for other formats have outputs that sort after them, maybe past other
+    /// keys (`a.png` -> `a.png.jpg`, after `a.png.a.jpg`): each is still paired with its own.
+    #[tokio::test]
+    async fn outputs_named_for_other_formats_are_paired() {
+        let buckets = Buckets(vec![
+            (
+                "src",
+                vec![
+                    "a.jpg",
+                    "a.png",
+                    "a.png.a.jpg",
+                    "a.png.jpg",
+                    "b.gif",
+                    "c.txt",
+                    "d.tif",
+                    "f/g.WEBP",
+                    "f/h.bmp",
+                ],
+            ),
+            (
+                "dst",
+                vec![
+                    "out/a.jpg",
+                    "out/a.png.jpg",
+                    "out/a.png.a.jpg",
+                    "out/b.gif.jpg",
+                    "out/f/g.WEBP.jpg",
+                    "out/f/h.bmp.jpg",
+                    "out/q.png",
+                    "out/zz.png.jpg",
+                ],
+            ),
+        ]);
+        let cfg = ReconcileConfig {
+            list: ListConfig {
+                targets: vec![Target {
+                    bucket: "src".into(),
+                    prefix: String::new(),
+                }],
+                suffixes: Suffixes::new(&[]).unwrap(),
+                force_path_style: false,
+                max_per_sec: None,
+                log_format: LogFormat::Json,
+            },
+            dest_bucket: "dst".into(),
+            dest_prefix: "out".into(),
+            sizes: vec![Size {
+                width: 224,
+                height: 224,
+            }],
+            newer: false,
+            queue_url: None,
+        };
+        let report = run(
+            &cfg,
+            Arc::new(buckets),
+            None::<Arc<SqsBatchSender>>,
+            "us-east-1",
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        assert_eq!((report.sources, report.complete, report.skipped), (8, 6, 1));
+        let mut missing = report.missing.keys.clone();
+        missing.sort();
+        assert_eq!(missing, ["a.png.jpg", "d.tif"]);
+        let mut orphans = report.orphans.keys.clone();
+        orphans.sort();
+        assert_eq!(orphans, ["out/q.png", "out/zz.png.jpg"]);
+    }
 
     fn obj(key: &str, t: i64) -> Listed {
         Listed {

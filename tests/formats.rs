@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::util::{decode, pillow_python, psnr, qp, run, stderr, tempdir};
 
 /// Runs tests/formats.py into `dir` for `background`; returns its manifest.
-fn make_fixtures(dir: &Path, background: [u8; 3]) -> Vec<Value> {
+pub(crate) fn make_fixtures(dir: &Path, background: [u8; 3]) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/formats.py");
     let [r, g, b] = background;
     let o = Command::new(pillow_python())
@@ -23,6 +23,79 @@ fn make_fixtures(dir: &Path, background: [u8; 3]) -> Vec<Value> {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     serde_json::from_str::<Vec<Value>>(&manifest).unwrap()
+}
+
+/// One small file of each format qp names but does not decode: (file name, bytes, cause).
+pub(crate) fn unsupported_samples() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let ftyp = |brands: &[u8]| {
+        let mut v = ((8 + brands.len()) as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(b"ftyp");
+        v.extend_from_slice(brands);
+        v.extend_from_slice(b"\0\0\0\x08free");
+        v
+    };
+    let tiff_with = |tag: u16| {
+        let mut v = b"II*\0\x08\0\0\0\x02\0".to_vec();
+        for (t, value) in [(254u16, 1u32), (tag, 0)] {
+            v.extend_from_slice(&t.to_le_bytes());
+            v.extend_from_slice(&4u16.to_le_bytes());
+            v.extend_from_slice(&1u32.to_le_bytes());
+            v.extend_from_slice(&value.to_le_bytes());
+        }
+        v.extend_from_slice(&[0; 4]);
+        v
+    };
+    vec![
+        ("photo.heic", ftyp(b"heic\0\0\0\0mif1heic"), "HEIC image"),
+        ("photo.avif", ftyp(b"avif\0\0\0\0avifmif1"), "AVIF image"),
+        (
+            "scan.jp2",
+            b"\0\0\0\x0cjP  \r\n\x87\n\0\0\0\x14ftypjp2 ".to_vec(),
+            "JPEG 2000 image",
+        ),
+        (
+            "new.jxl",
+            vec![0xFF, 0x0A, 0xFA, 0x7F, 0, 0],
+            "JPEG XL image",
+        ),
+        (
+            "layers.psd",
+            b"8BPS\0\x01\0\0\0\0\0\0".to_vec(),
+            "Photoshop document (PSD)",
+        ),
+        (
+            "logo.svg",
+            b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>".to_vec(),
+            "SVG image",
+        ),
+        ("doc.pdf", b"%PDF-1.7\n%\xE2\xE3\n".to_vec(), "PDF document"),
+        (
+            "raw.cr2",
+            b"II*\0\x10\0\0\0CR\x02\0\0\0\0\0".to_vec(),
+            "camera raw image (CR2)",
+        ),
+        ("raw.dng", tiff_with(0xC612), "camera raw image (DNG)"),
+        (
+            "raw.nef",
+            tiff_with(0x014A),
+            "camera raw image (TIFF-based, such as NEF or ARW)",
+        ),
+        (
+            "favicon.ico",
+            vec![0, 0, 1, 0, 1, 0, 16, 16, 0, 0, 1, 0],
+            "icon (ICO/CUR)",
+        ),
+    ]
+}
+
+/// Every format qp names is refused with its own cause, through the whole image core.
+#[test]
+fn unsupported_formats_are_named() {
+    for (name, data, cause) in unsupported_samples() {
+        let err = image::process(&data, &ResizeSpec::default()).unwrap_err();
+        assert_eq!(err.to_string(), format!("unsupported: {cause}"), "{name}");
+        assert_eq!(err.kind(), "unsupported_format", "{name}");
+    }
 }
 
 fn spec(background: [u8; 3]) -> ResizeSpec {

@@ -229,6 +229,71 @@ fn expected_reason(name: &str) -> &'static str {
     }
 }
 
+/// A bucket of every format (suffixes in both cases) and one file of each format qp only names:
+/// every image has its output at `NAME.EXT.jpg`, every other file is in the DLQ with
+/// `unsupported_format` and its cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_a_bucket_of_every_format() {
+    let env = env(30, true).await;
+    let dir = crate::util::tempdir();
+    let manifest = crate::formats::make_fixtures(dir.path(), [0, 0, 0]);
+    let mut images = Vec::new();
+    for (i, v) in manifest.iter().enumerate() {
+        let file = v["file"].as_str().unwrap();
+        let (stem, ext) = file.rsplit_once('.').unwrap();
+        let ext = if i % 2 == 0 {
+            ext.to_ascii_uppercase()
+        } else {
+            ext.to_string()
+        };
+        let key = format!("mixed/{stem}.{ext}");
+        env.upload(&key, std::fs::read(dir.path().join(file)).unwrap())
+            .await;
+        images.push(key);
+    }
+    let others = crate::formats::unsupported_samples();
+    for (name, data, _) in &others {
+        env.upload(&format!("other/{name}"), data.clone()).await;
+    }
+    let o = run_to_exit(env.worker(&[]), Duration::from_secs(120));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for key in &images {
+        assert_eq!(
+            env.dims(&format!("processed/{key}.jpg")).await,
+            (224, 224),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        env.dest_keys().await.len(),
+        images.len(),
+        "no stray outputs"
+    );
+    let dead = env.drain(&env.dlq).await;
+    let got: BTreeMap<String, (String, String)> = dead
+        .iter()
+        .map(|(_, a)| {
+            (
+                a["qp_key"].clone(),
+                (a["qp_reason"].clone(), a["qp_error"].clone()),
+            )
+        })
+        .collect();
+    let want: BTreeMap<String, (String, String)> = others
+        .iter()
+        .map(|(name, _, cause)| {
+            (
+                format!("other/{name}"),
+                (
+                    "unsupported_format".to_string(),
+                    format!("unsupported: {cause}"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_a_notifying_bucket_with_awkward_keys() {
     let env = env(30, true).await;
