@@ -5,13 +5,15 @@
 #   small/   ~500x375 JPEGs (quality 90): crops of downscaled photos, 24 per photo
 #   imagenet/ 400 ImageNet-like JPEGs: 250-500 px on the longer side (ImageNet's median is about
 #            500x375), 4:2:0, quality 75-95, cut from the photos at random scales and places
+#   small-png/, small-webp/  small/ re-encoded by Pillow as PNG (default settings) and as lossy
+#            WebP (quality 80): the formats issue's corpora
 # Needs: plasma-workspace-wallpapers, python3 with Pillow (scripts/setup installs both).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="$here/corpus"
 python="${QP_PYTHON:-${QP_VENV:-$HOME/.cache/qp-venv}/bin/python}"
 [ -x "$python" ] || python=python3
-if [ -f "$out/.done" ] && [ -f "$out/.imagenet-done" ]; then exit 0; fi
+if [ -f "$out/.done" ] && [ -f "$out/.imagenet-done" ] && [ -f "$out/.formats-done" ]; then exit 0; fi
 if [ ! -f "$out/.done" ]; then
 rm -rf "$out"; mkdir -p "$out/photos" "$out/small"
 "$python" - "$out" <<'PY'
@@ -54,6 +56,7 @@ for d in sorted(glob.glob('/usr/share/wallpapers/*/contents/images')):
 PY
 touch "$out/.done"
 fi
+if [ ! -f "$out/.imagenet-done" ]; then
 rm -rf "$out/imagenet"; mkdir -p "$out/imagenet"
 "$python" - "$out" <<'PY'
 import glob, os, random, sys
@@ -79,4 +82,17 @@ for i in range(400):
               quality=random.randint(75, 95), subsampling=2)
 PY
 touch "$out/.imagenet-done"
-echo "corpus: $(ls "$out/photos" | wc -l) photos, $(ls "$out/small" | wc -l) small, $(ls "$out/imagenet" | wc -l) ImageNet-like images in $out" >&2
+fi
+rm -rf "$out/small-png" "$out/small-webp"; mkdir -p "$out/small-png" "$out/small-webp"
+"$python" - "$out" <<'PY'
+import glob, os, sys
+from PIL import Image
+out = sys.argv[1]
+for f in sorted(glob.glob(os.path.join(out, 'small', '*.jpg'))):
+    name = os.path.basename(f)[:-4]
+    im = Image.open(f).convert('RGB')
+    im.save(os.path.join(out, 'small-png', name + '.png'))
+    im.save(os.path.join(out, 'small-webp', name + '.webp'), quality=80)
+PY
+touch "$out/.formats-done"
+echo "corpus: $(ls "$out/photos" | wc -l) photos, $(ls "$out/small" | wc -l) small, $(ls "$out/imagenet" | wc -l) ImageNet-like, $(ls "$out/small-png" | wc -l) PNG, $(ls "$out/small-webp" | wc -l) WebP images in $out" >&2

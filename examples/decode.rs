@@ -1,4 +1,5 @@
-//! Decodes JPEG files with qp's image core at one scale and nothing else (no resize, no encode):
+//! Decodes image files with qp's image core at one scale (JPEG; other formats at full size) and
+//! nothing else (no resize, no encode):
 //! bench/imagenet.sh times it against Pillow's decode.
 //!
 //!     cargo run --release --example decode -- SCALE FILE_OR_DIR...    (SCALE: N of N/8)

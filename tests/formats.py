@@ -56,10 +56,14 @@ def reference(im):
     return im.convert("RGB")
 
 
-def add(name, ext, data):
+def add(name, ext, data, refused=None):
+    """`refused`: the cause qp gives where Pillow decodes (listed in the README)."""
     path = os.path.join(OUT, name + "." + ext)
     with open(path, "wb") as f:
         f.write(data)
+    if refused:
+        manifest.append({"name": name, "file": name + "." + ext, "refused": refused})
+        return
     ref = reference(Image.open(path))
     with open(os.path.join(OUT, name + ".rgb"), "wb") as f:
         f.write(ref.tobytes())
@@ -212,6 +216,11 @@ add("bmp_top_down", "bmp", bmp(W, H, 24, bgr_rows, top_down=True))
 add("bmp_rgb555", "bmp", bmp(W, H, 16, [
     pad4(b"".join(struct.pack("<H", (r >> 3) << 10 | (g >> 3) << 5 | b >> 3) for r, g, b in row))
     for row in reversed(rgb_px)]))
+q16 = base.quantize(colors=16)
+plte16 = [tuple(q16.getpalette()[i * 3:i * 3 + 3]) for i in range(16)]
+add("bmp_palette4", "bmp", bmp(W, H, 4, [
+    pad4(bytes((q16.getpixel((x, y)) << 4) | (q16.getpixel((x + 1, y)) if x + 1 < W else 0)
+               for x in range(0, W, 2))) for y in reversed(range(H))], palette=plte16))
 q = base.quantize(colors=256)
 plte = [tuple(q.getpalette()[i * 3:i * 3 + 3]) for i in range(256)]
 rle = []
@@ -288,6 +297,8 @@ for comp in ("tiff_lzw", "tiff_adobe_deflate", "packbits", "jpeg"):
     add(f"tiff_{comp.replace('tiff_', '').replace('adobe_', '')}", "tif",
         saved(base, "TIFF", compression=comp))
 add("tiff_gray8", "tif", saved(gray, "TIFF", compression="tiff_lzw"))
+add("tiff_palette", "tif", saved(base.quantize(colors=64), "TIFF", compression="packbits"),
+    refused="unsupported: palette TIFF")
 add("tiff_rgba8", "tif", saved(rgba, "TIFF", compression="tiff_adobe_deflate"))
 add("tiff_gray16", "tif", saved(gray.convert("I").point(lambda v: v * 257).convert("I;16"), "TIFF"))
 add("tiff_exif6", "tif", saved(base.transpose(Image.ROTATE_90), "TIFF", tiffinfo={274: 6}))

@@ -32,6 +32,12 @@ pub fn decode(
     {
         return Err(too_large(width, height, max_pixels));
     }
+    // PhotometricInterpretation 3: image-rs's TIFF decoder has no palette support (Pillow has).
+    if format == Format::Tiff
+        && sniff::tiff_first_ifd(data).is_some_and(|ifd| ifd.contains(&(262, 3)))
+    {
+        return Err(ImageError::Unsupported("palette TIFF".into()));
+    }
     let limits = decoder_limits(max_pixels);
     let cursor = Cursor::new(data);
     let err = |e| from_image(format, e);
@@ -342,11 +348,13 @@ fn is_eof(message: &str) -> bool {
     .any(|w| m.contains(w))
 }
 
+/// What the decoder cannot do, in its own terms but without its wrapper sentence.
 fn unsupported(format: Format, u: &image::error::UnsupportedError) -> String {
     use image::error::UnsupportedErrorKind as K;
     match u.kind() {
         K::Color(c) => format!("{format} with {c:?} pixels"),
-        _ => format!("{format} feature ({u})"),
+        K::GenericFeature(what) => format!("{format} variant: {what}"),
+        _ => format!("a {format} variant qp's decoder does not read"),
     }
 }
 
