@@ -254,6 +254,14 @@ async fn join_target<L: Lister, S: BatchSender>(
         .iter()
         .map(|stem| Cursor::new(lister, &cfg.dest_bucket, stem.clone(), &target.prefix))
         .collect();
+    let mut tally = Tally {
+        cfg,
+        stems: &stems,
+        bucket: &bucket,
+        region,
+        report,
+        sender,
+    };
     // Sources named for another format (`a.png`) have outputs named after them (`a.png.jpg`),
     // which sort later than the source, maybe after other keys: such a source waits here, under
     // its output name, until every listing has passed that name. Only the keys between `a.png`
@@ -273,19 +281,7 @@ async fn join_target<L: Lister, S: BatchSender>(
             && next.as_deref().is_none_or(|n| entry.key().as_str() < n)
         {
             let (src, outs) = entry.remove();
-            let verdict = classify(Some(&src), &outs, &cfg.list.suffixes, cfg.newer);
-            tally(
-                verdict,
-                &src.key,
-                Some(&src),
-                &outs,
-                &stems,
-                &bucket,
-                region,
-                report,
-                sender,
-            )
-            .await;
+            tally.judge(&src.key, Some(&src), &outs).await;
         }
         let Some(key) = next else {
             return Ok(());
@@ -298,26 +294,15 @@ async fn join_target<L: Lister, S: BatchSender>(
         let named = output_name(&key);
         if named == key.as_str() {
             // Outputs named `key` are this source's own.
-            let verdict = classify(src.as_ref(), &outs, &cfg.list.suffixes, cfg.newer);
-            tally(
-                verdict,
-                &key,
-                src.as_ref(),
-                &outs,
-                &stems,
-                &bucket,
-                region,
-                report,
-                sender,
-            )
-            .await;
+            tally.judge(&key, src.as_ref(), &outs).await;
             continue;
         }
         if let Some(src) = src {
             let n = outs.len();
             pending.insert(named.into_owned(), (src, vec![None; n]));
         }
-        // Outputs named `key` belong to the source `key` minus `.jpg`, if it is waiting.
+        // Outputs named `key` belong to the source `key` minus `.jpg`, if it is waiting;
+        // otherwise they are orphans.
         match pending.get_mut(&key) {
             Some((_, found)) => {
                 for (slot, o) in found.iter_mut().zip(outs) {
@@ -326,58 +311,51 @@ async fn join_target<L: Lister, S: BatchSender>(
                     }
                 }
             }
-            None => {
-                let n = outs.iter().flatten().count();
-                if n > 0 {
-                    let verdict = Verdict::Orphans(n);
-                    tally(
-                        verdict, &key, None, &outs, &stems, &bucket, region, report, sender,
-                    )
-                    .await;
-                }
-            }
+            None => tally.judge(&key, None, &outs).await,
         }
     }
 }
 
-/// Adds one verdict to the report (`key`: the source key, or the output name of orphans), and
-/// sends a missing source with `--enqueue`.
-#[allow(clippy::too_many_arguments)]
-async fn tally<S: BatchSender>(
-    verdict: Verdict,
-    key: &str,
-    src: Option<&Listed>,
-    outs: &[Option<Listed>],
-    stems: &[String],
-    bucket: &Arc<str>,
-    region: &str,
-    report: &mut Report,
-    sender: &mut Option<Sender<S>>,
-) {
-    match verdict {
-        Verdict::Complete => {
-            report.sources += 1;
-            report.complete += 1;
-        }
-        Verdict::Missing { stale } => {
-            report.sources += 1;
-            report.missing.count += 1;
-            report.missing.stale += u64::from(stale);
-            if report.missing.keys.len() < KEYS_SHOWN {
-                report.missing.keys.push(key.to_string());
+/// Where the verdicts of one target go: the report, and the sender with `--enqueue`.
+struct Tally<'a, S: BatchSender> {
+    cfg: &'a ReconcileConfig,
+    stems: &'a [String],
+    bucket: &'a Arc<str>,
+    region: &'a str,
+    report: &'a mut Report,
+    sender: &'a mut Option<Sender<S>>,
+}
+
+impl<S: BatchSender> Tally<'_, S> {
+    /// Judges one key from its source (if listed) and its outputs, one per size (if listed), and
+    /// counts the verdict; `key` is the source key, or the output name of orphans.
+    async fn judge(&mut self, key: &str, src: Option<&Listed>, outs: &[Option<Listed>]) {
+        let report = &mut *self.report;
+        match classify(src, outs, &self.cfg.list.suffixes, self.cfg.newer) {
+            Verdict::Complete => {
+                report.sources += 1;
+                report.complete += 1;
             }
-            if let (Some(sender), Some(src)) = (sender.as_mut(), src) {
-                sender.push(entry(bucket, region, src)).await;
-            }
-        }
-        Verdict::Orphans(_) => {
-            for (o, stem) in outs.iter().zip(stems) {
-                if o.is_some() {
-                    report.orphans.add(format!("{stem}{key}"));
+            Verdict::Missing { stale } => {
+                report.sources += 1;
+                report.missing.count += 1;
+                report.missing.stale += u64::from(stale);
+                if report.missing.keys.len() < KEYS_SHOWN {
+                    report.missing.keys.push(key.to_string());
+                }
+                if let (Some(sender), Some(src)) = (self.sender.as_mut(), src) {
+                    sender.push(entry(self.bucket, self.region, src)).await;
                 }
             }
+            Verdict::Orphans(_) => {
+                for (o, stem) in outs.iter().zip(self.stems) {
+                    if o.is_some() {
+                        report.orphans.add(format!("{stem}{key}"));
+                    }
+                }
+            }
+            Verdict::Ignored => report.skipped += u64::from(src.is_some()),
         }
-        Verdict::Ignored => report.skipped += u64::from(src.is_some()),
     }
 }
 

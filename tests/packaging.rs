@@ -336,14 +336,7 @@ fn codebuild_project_env() -> BTreeMap<String, String> {
 
 /// buildspec.yml as JSON, parsed by PyYAML (the test venv has it: checkov depends on it).
 fn buildspec() -> serde_json::Value {
-    let mut pythons: Vec<PathBuf> = Vec::new();
-    if let Some(venv) = std::env::var_os("QP_VENV") {
-        pythons.push(Path::new(&venv).join("bin/python"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        pythons.push(Path::new(&home).join(".cache/qp-venv/bin/python"));
-    }
-    pythons.push("python3".into());
+    let pythons = crate::util::pythons();
     let script = "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))";
     for python in &pythons {
         let Ok(out) = Command::new(python)

@@ -378,8 +378,8 @@ fn connect_retrying(port: u16) -> TcpStream {
     }
 }
 
-/// A Python with Pillow: `$QP_VENV`'s, the default venv scripts/setup makes, or python3.
-pub fn pillow_python() -> PathBuf {
+/// The Pythons to try, best first: `$QP_VENV`'s, the venv scripts/setup makes, python3.
+pub fn pythons() -> Vec<PathBuf> {
     let mut pythons: Vec<PathBuf> = Vec::new();
     if let Some(venv) = std::env::var_os("QP_VENV") {
         pythons.push(Path::new(&venv).join("bin/python"));
@@ -388,6 +388,12 @@ pub fn pillow_python() -> PathBuf {
         pythons.push(Path::new(&home).join(".cache/qp-venv/bin/python"));
     }
     pythons.push("python3".into());
+    pythons
+}
+
+/// The first of [`pythons`] with Pillow.
+pub fn pillow_python() -> PathBuf {
+    let pythons = pythons();
     for python in &pythons {
         let ok = Command::new(python)
             .args(["-c", "import PIL"])

@@ -169,9 +169,7 @@ pub struct HeaderInfo {
     pub width: u32,
     pub height: u32,
     pub components: u32,
-    pub precision: u32,
     pub progressive: bool,
-    pub arithmetic: bool,
 }
 
 /// Reads the header with libjpeg-turbo: for the cause of a header qp's own walk could not read.
@@ -187,9 +185,7 @@ pub fn header(data: &[u8]) -> Result<HeaderInfo, ImageError> {
             width: info.width as u32,
             height: info.height as u32,
             components: info.components as u32,
-            precision: info.precision as u32,
             progressive: info.progressive != 0,
-            arithmetic: info.arith != 0,
         })
     })
 }
@@ -241,35 +237,30 @@ pub fn decode(data: &[u8], scale_num: u8, lossless: bool) -> Result<Pixels, Imag
 /// without a picture than with a grey or garbled one (README, "Which JPEGs qp decodes").
 fn verdict(info: &Info) -> Result<(), ImageError> {
     let complete = info.lines == info.out_height && info.incomplete == 0;
-    if info.eof != 0 && (!complete || info.hit_at_eof != 0) {
-        return Err(ImageError::Truncated(Format::Jpeg));
-    }
-    if info.bad_data != 0 || info.hit_marker != 0 {
-        return Err(ImageError::Corrupt(
-            Format::Jpeg,
-            "the compressed image data is damaged".into(),
-        ));
-    }
-    if info.resync != 0 {
-        return Err(ImageError::Corrupt(
-            Format::Jpeg,
-            "the restart markers are out of sequence".into(),
-        ));
-    }
-    if info.bogus_progression != 0 {
-        return Err(ImageError::Corrupt(
-            Format::Jpeg,
-            "the progressive scans contradict each other".into(),
-        ));
-    }
-    Ok(())
+    let cause = if info.eof != 0 && (!complete || info.hit_at_eof != 0) {
+        TRUNCATED
+    } else if info.bad_data != 0 || info.hit_marker != 0 {
+        CORRUPT_DATA
+    } else if info.resync != 0 {
+        CORRUPT_RESTART
+    } else if info.bogus_progression != 0 {
+        CORRUPT_PROGRESSION
+    } else {
+        return Ok(());
+    };
+    Err(error(cause, info))
 }
 
-/// The error for a decode libjpeg-turbo gave up on, in qp's words.
+/// The error for a decode libjpeg-turbo gave up on.
 fn fatal(info: &Info) -> ImageError {
+    error(info.cause, info)
+}
+
+/// A cause (the shim's, or [`verdict`]'s) in qp's words.
+fn error(cause: c_int, info: &Info) -> ImageError {
     let p = info.param;
     let corrupt = |what: &str| ImageError::Corrupt(Format::Jpeg, what.to_string());
-    match info.cause {
+    match cause {
         TRUNCATED => ImageError::Truncated(Format::Jpeg),
         CORRUPT_DATA => corrupt("the compressed image data is damaged"),
         CORRUPT_RESTART => corrupt("the restart markers are out of sequence"),
