@@ -154,6 +154,7 @@ fn every_variant_matches_pillow() {
                 )),
                 Ok(p) => {
                     let db = psnr(&rgb(&p), &want);
+                    eprintln!("{name} over {background:?}: {db:.1} dB");
                     if db < 35.0 {
                         failures.push(format!("{name} over {background:?}: {db:.1} dB"));
                     }

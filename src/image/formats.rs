@@ -277,6 +277,14 @@ fn convert(buf: &mut Vec<u8>, pixels: usize, layout: Layout, background: Backgro
     };
     if (inp, out, alpha) == (1, 1, false) {
         // L8: already qp's gray.
+    } else if (inp, out) == (3, 4) {
+        // RGB8, the common case, without the general path's per-sample dispatch. Back to front:
+        // pixel i is read from 3i.. before anything is written at 4i.., which is past it.
+        for i in (0..pixels).rev() {
+            let (s, d) = (3 * i, 4 * i);
+            let (r, g, b) = (buf[s], buf[s + 1], buf[s + 2]);
+            buf[d..d + 4].copy_from_slice(&[r, g, b, 255]);
+        }
     } else if (inp, out, bytes) == (4, 4, 1) {
         if alpha {
             composite_rgba8(&mut buf[..pixels * 4], background);
