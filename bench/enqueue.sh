@@ -3,7 +3,9 @@
 # send_message_batch (bench/enqueue_peer.py), both against one private moto server in the same
 # run, in alternating pairs (bench/enqueue_pairs.py prints the medians and the ratio). CPU is
 # the enqueuer process's own (wait4); moto's CPU over each run is shown next to it, as the part
-# of the wall time that is the emulator's.
+# of the wall time that is the emulator's. Both reach moto through a gate (in enqueue_pairs.py)
+# that keeps its queue short: its SQS model walks the whole queue on every message sent and
+# received.
 #
 # Usage: bench/enqueue.sh [PAIRS]     (default 7; needs a release build: cargo build --release)
 # Env:   QP_BENCH_OBJECTS (default 5000 images, plus 10% other files), QP_BIN, QP_MOTO_SERVER,
@@ -48,4 +50,4 @@ with ThreadPoolExecutor(16) as pool:
 print(f"bench: {len(keys)} objects in bench-src ({n} images)", file=sys.stderr)
 PY
 echo "bench: $("$qp" --version), $(nproc) CPUs" >&2
-"$python" "$here/enqueue_pairs.py" "$pairs" "$moto_pid" bench-src "$n" "$qp" "$python" "$here/enqueue_peer.py"
+"$python" "$here/enqueue_pairs.py" "$pairs" "$moto_pid" "$port" bench-src "$n" "$qp" "$python" "$here/enqueue_peer.py"

@@ -238,7 +238,10 @@ impl Drop for EntryFaultProxy {
 }
 
 /// Reads one HTTP/1.1 message (head and a Content-Length body).
-async fn read_message(s: &mut TcpStream, until_eof: bool) -> std::io::Result<(String, Vec<u8>)> {
+pub(crate) async fn read_message(
+    s: &mut TcpStream,
+    until_eof: bool,
+) -> std::io::Result<(String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16384];
     let head_end = loop {
@@ -269,7 +272,7 @@ async fn read_message(s: &mut TcpStream, until_eof: bool) -> std::io::Result<(St
     Ok((head, body))
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())

@@ -112,6 +112,8 @@ pub fn decide(o: &Observed, p: &Policy) -> Decision {
 mod tests {
     use super::*;
 
+    /// The defaults: what `config::scale`'s `defaults` test gets with no QP_* variable set, and
+    /// what terraform's variables default to.
     const POLICY: Policy = Policy {
         messages_per_task: 10,
         max_tasks: 10,
@@ -259,13 +261,15 @@ mod tests {
             ..POLICY
         };
         assert_eq!(ticks(&wide, 5), [25, 25, 25, 25, 0]);
+        // The scaler's log line the README's worked example quotes, word for word.
         let d = decide(&obs(100_000, 0, 0, 0), &POLICY);
-        assert!(
-            d.reason
-                .contains("needs 10000 tasks, capped at QP_MAX_TASKS=10"),
-            "{}",
-            d.reason
+        assert_eq!(
+            d.reason,
+            "backlog 100000 needs 10000 tasks, capped at QP_MAX_TASKS=10; 0 running: launching 10"
         );
+        // Tasks that have taken messages keep them in the backlog (in flight): still none more.
+        let d = decide(&obs(99_000, 1_000, 0, 10), &POLICY);
+        assert_eq!((d.desired, d.launch), (10, 0), "{}", d.reason);
     }
 
     #[test]
