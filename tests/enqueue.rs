@@ -34,7 +34,7 @@ fn corpus_key(i: usize) -> (String, bool) {
         1 => (format!("{i:05}+plus.JPG"), true),
         2 => (format!("{i:05}%41 pct.jpeg"), true),
         3 => (format!("{i:05} ünï 写真.Jpg"), true),
-        4 => (format!("{i:05}.png"), false),
+        4 => (format!("{i:05}.heic"), false),
         5 => (format!("{i:05} notes.txt"), false),
         6 => (format!("{i:05}.jpg.bak"), false),
         7 => (format!("{i:05}~(1)&x=y.jpg"), true),
