@@ -349,7 +349,6 @@ fn is_eof(message: &str) -> bool {
         "unexpected end",
         "unexpected eof",
         "end of file",
-        "eof",
         "no more data",
     ]
     .iter()
