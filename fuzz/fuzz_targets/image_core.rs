@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
         quality: 75,
         // Small enough that hostile headers cannot make a run slow or exhaust memory.
         max_pixels: 4_000_000,
+        ..ResizeSpec::default()
     };
     let _ = image::process(jpeg, &spec);
     for denom in [2u8, 4, 8] {
