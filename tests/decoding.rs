@@ -9,9 +9,9 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use qp::image::{self, Format, ImageError, Pixels, ResizeSpec};
+use qp::image::{self, Format, ImageError, ResizeSpec};
 
-use crate::util::psnr;
+use crate::util::{psnr, rgb};
 
 /// A file of `tests/jpeg-fixtures/` (apart from `tests/fixtures/`, which the resize and work
 /// tests convert wholesale).
@@ -97,18 +97,6 @@ fn djpeg(jpeg: &[u8], scale: u8) -> (u32, u32, Vec<u8>, String) {
         body.to_vec()
     };
     (w, h, rgb, err)
-}
-
-/// qp's decode as RGB (gray expanded).
-fn rgb(p: &Pixels) -> Vec<u8> {
-    match p.channels {
-        1 => p.data.iter().flat_map(|&v| [v, v, v]).collect(),
-        _ => p
-            .data
-            .chunks_exact(4)
-            .flat_map(|x| [x[0], x[1], x[2]])
-            .collect(),
-    }
 }
 
 /// qp's decode of `data` matches libjpeg-turbo's at every scale: the same size, and at least

@@ -8,7 +8,7 @@ use std::process::Command;
 use qp::image::{self, Background, Format, ImageError, Mode, ResizeSpec, Size};
 use serde_json::Value;
 
-use crate::util::{decode, pillow_python, psnr, qp, run, stderr, tempdir};
+use crate::util::{decode, pillow_python, psnr, qp, rgb, run, stderr, tempdir};
 
 /// Runs tests/formats.py into `dir` for `background`; returns its manifest.
 pub(crate) fn make_fixtures(dir: &Path, background: [u8; 3]) -> Vec<Value> {
@@ -102,18 +102,6 @@ fn spec(background: [u8; 3]) -> ResizeSpec {
     ResizeSpec {
         background: Background(background),
         ..ResizeSpec::default()
-    }
-}
-
-/// qp's pixels as RGB (gray expanded, the spare byte dropped).
-fn rgb(p: &image::Pixels) -> Vec<u8> {
-    match p.channels {
-        1 => p.data.iter().flat_map(|&v| [v, v, v]).collect(),
-        _ => p
-            .data
-            .chunks_exact(4)
-            .flat_map(|px| [px[0], px[1], px[2]])
-            .collect(),
     }
 }
 

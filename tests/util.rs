@@ -110,6 +110,18 @@ pub fn decode(jpeg: &[u8]) -> (u32, u32, usize, Vec<u8>) {
     (w, h, channels, pixels)
 }
 
+/// qp's decoded pixels as RGB (gray expanded, RGBX's spare byte dropped).
+pub fn rgb(p: &qp::image::Pixels) -> Vec<u8> {
+    match p.channels {
+        1 => p.data.iter().flat_map(|&v| [v, v, v]).collect(),
+        _ => p
+            .data
+            .chunks_exact(4)
+            .flat_map(|x| [x[0], x[1], x[2]])
+            .collect(),
+    }
+}
+
 /// Peak signal-to-noise ratio of two equally sized 8-bit buffers, in dB.
 pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     assert_eq!(a.len(), b.len(), "psnr of different sizes");
