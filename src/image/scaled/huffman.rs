@@ -87,7 +87,9 @@ impl Codes {
                 codes.push((code as u16, len, sym));
                 code += 1;
             }
-            if code > 1 << len {
+            // As libjpeg: the all-ones code of a length is reserved, so a length whose
+            // codes reach it makes the table bad ("bad Huffman table").
+            if code >= 1 << len {
                 return None;
             }
             maxcode[len as usize] = code as i32 - 1;
@@ -413,7 +415,7 @@ impl<'a> Bits<'a> {
 
     /// Skips AC coefficients from zigzag index `k` to `end` (64, or the end of a
     /// progressive band, exclusive). Returns how many further blocks the band's
-    /// end-of-band run covers (progressive EOBn; 0 in sequential files).
+    /// end-of-band run covers (always 0: sequential files have no runs).
     #[inline(always)]
     fn skip_ac(&mut self, t: &AcTable, mut k: u32, end: u32) -> Option<u32> {
         loop {
@@ -443,8 +445,10 @@ impl<'a> Bits<'a> {
             let sym = self.symbol(&t.codes)?;
             let (run, s) = (sym >> 4, sym & 15);
             if s == 0 {
+                // As libjpeg's sequential decoder: every R/0 symbol but ZRL ends the block,
+                // with no extra bits (EOBn runs exist only in progressive scans).
                 if run != 15 {
-                    return Some(self.eob_run(run));
+                    return Some(0);
                 }
                 k += 16;
             } else {
@@ -492,8 +496,10 @@ impl<'a> Bits<'a> {
             let sym = self.symbol(&t.codes)?;
             let (run, s) = (sym >> 4, sym & 15);
             if s == 0 {
+                // As libjpeg's sequential decoder: every R/0 symbol but ZRL ends the block,
+                // with no extra bits (EOBn runs exist only in progressive scans).
                 if run != 15 {
-                    return Some(self.eob_run(run));
+                    return Some(0);
                 }
                 k += 16;
                 continue;
@@ -537,14 +543,5 @@ impl<'a> Bits<'a> {
         let diff = self.dc(dc)?;
         self.ac::<N, L>(ac, blk, lane, 1, 64)?;
         Some(diff)
-    }
-
-    /// Blocks after this one that an EOBn symbol also ends: 2^n - 1 plus n extra bits.
-    fn eob_run(&mut self, n: u32) -> u32 {
-        if n == 0 {
-            0
-        } else {
-            (1 << n) - 1 + self.take(n) as u32
-        }
     }
 }

@@ -75,6 +75,7 @@ mod tests {
     use super::color::ycc_to_rgbx;
     use super::marker::{find_marker, find_marker_after_scan, segment};
     use super::*;
+    use crate::image::turbo;
 
     macro_rules! fixtures {
         ($($name:literal),* $(,)?) => {
@@ -320,12 +321,110 @@ mod tests {
             for (i, at) in offsets.enumerate() {
                 let old = copy[at];
                 copy[at] = old ^ [0xFF, 0x80, 0x01, 0x10][i % 4];
-                if let Some(got) = decode_scaled(&copy, [8u8, 4, 2][i % 3], 1 << 24) {
+                let denom = [8u8, 4, 2][i % 3];
+                if let Some(got) = decode_scaled(&copy, denom, 1 << 24) {
                     let len = (got.width * got.height) as usize * usize::from(got.channels);
                     assert_eq!(got.pixels.len(), len);
+                    // One verdict per file: what qp's decoder takes, libjpeg-turbo takes.
+                    if let Err(e) = turbo::decode(&copy, 8 / denom, false) {
+                        panic!(
+                            "{name}: byte {at} flipped, qp took at 1/{denom} what libjpeg refuses: {e}"
+                        );
+                    }
                 }
                 copy[at] = old;
             }
+        }
+    }
+
+    /// `data` with `bytes` put in at `at`.
+    fn spliced(data: &[u8], at: usize, bytes: &[u8]) -> Vec<u8> {
+        [&data[..at], bytes, &data[at..]].concat()
+    }
+
+    /// Files libjpeg-turbo refuses for their marker structure or tables, which qp's decoder
+    /// once took (found by the fuzz target): both must refuse them, at every scale.
+    #[test]
+    fn declines_what_libjpeg_refuses() {
+        let data = fixtures!["baseline_420"][0].1;
+        let (_, sos) = (2..)
+            .scan(2, |pos, _| {
+                let (m, at) = find_marker(data, *pos)?;
+                *pos = at + 2;
+                Some((m, at))
+            })
+            .find(|&(m, _)| m == 0xDA)
+            .expect("a scan");
+        let sof = (0..data.len() - 1)
+            .find(|&i| data[i] == 0xFF && data[i + 1] == 0xC0)
+            .expect("SOF0");
+        let eoi = data.len() - 2;
+        assert_eq!(&data[eoi..], [0xFF, 0xD9]);
+        let mut long_sof = spliced(data, sof + 4 + 15, &[0]);
+        long_sof[sof + 3] += 1;
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "reserved JPG0 marker",
+                spliced(data, 2, &[0xFF, 0xF0, 0, 4, 0, 0]),
+            ),
+            (
+                "reserved RES marker",
+                spliced(data, 2, &[0xFF, 0x45, 0, 4, 0, 0]),
+            ),
+            (
+                "DAC in a Huffman file",
+                spliced(data, 2, &[0xFF, 0xCC, 0, 4, 0x20, 0]),
+            ),
+            (
+                "DRI of length 5",
+                spliced(data, sos, &[0xFF, 0xDD, 0, 5, 0, 0, 0]),
+            ),
+            ("DHT of length 0", spliced(data, sos, &[0xFF, 0xC4, 0, 0])),
+            ("DQT of length 1", spliced(data, sos, &[0xFF, 0xDB, 0, 1])),
+            (
+                // Two codes of length 1: the all-ones code is used.
+                "Huffman table with an all-ones code",
+                spliced(
+                    data,
+                    sos,
+                    &[
+                        0xFF, 0xC4, 0, 21, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+                    ],
+                ),
+            ),
+            ("SOF one byte long", long_sof),
+            (
+                "a second scan after a one-scan frame",
+                spliced(data, eoi, &data[sos..eoi]),
+            ),
+        ];
+        for (what, file) in cases {
+            for denom in [2u8, 4, 8] {
+                assert!(
+                    turbo::decode(&file, 8 / denom, false).is_err(),
+                    "{what}: libjpeg-turbo refuses it"
+                );
+                assert!(
+                    decode_scaled(&file, denom, u64::MAX).is_none(),
+                    "{what}: qp declined at 1/{denom}"
+                );
+            }
+        }
+        // What libjpeg only skips, qp's decoder takes too: APPn and COM of any length,
+        // restart and TEM markers between segments.
+        for (what, file) in [
+            ("APP15 with length 0", spliced(data, 2, &[0xFF, 0xEF, 0, 0])),
+            ("COM", spliced(data, 2, &[0xFF, 0xFE, 0, 3, b'x'])),
+            ("TEM", spliced(data, 2, &[0xFF, 0x01])),
+        ] {
+            assert!(
+                turbo::decode(&file, 4, false).is_ok(),
+                "{what}: libjpeg takes it"
+            );
+            assert!(
+                decode_scaled(&file, 2, u64::MAX).is_some(),
+                "{what}: qp takes it"
+            );
         }
     }
 

@@ -67,6 +67,8 @@ pub(super) struct Decoder {
     adobe: Option<u8>,
     frame: Option<Frame>,
     scans: usize,
+    /// The first scan held every component.
+    one_scan: bool,
 }
 
 /// One component of a scan, resolved.
@@ -97,17 +99,20 @@ impl Decoder {
             }
             let body = segment(data, at)?;
             pos = at + 4 + body.len();
+            // libjpeg refuses a length field under 2 where it parses the segment (it only
+            // skips APPn and COM): the body is then empty but the field is not 2.
+            let whole =
+                usize::from(u16::from_be_bytes([data[at + 2], data[at + 3]])) == body.len() + 2;
             match marker {
-                0xC0 | 0xC1 => self.sof(body, n, max_pixels)?,
-                // Progressive (see the module doc), lossless, hierarchical, arithmetic
-                // coding, and DNL-defined heights.
-                0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF | 0xDC => return None,
-                0xC4 => self.dht(body)?,
-                0xDB => self.dqt(body)?,
-                0xDD => {
-                    self.restart = usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]))
+                0xC0 | 0xC1 if whole => self.sof(body, n, max_pixels)?,
+                0xC4 if whole => self.dht(body)?,
+                0xDB if whole => self.dqt(body)?,
+                0xDD if body.len() == 2 => {
+                    self.restart = usize::from(u16::from_be_bytes([body[0], body[1]]))
                 }
-                0xE0 => self.jfif |= body.starts_with(b"JFIF\0"),
+                // As libjpeg's examine_app0 and examine_app14: only a segment long enough
+                // for the whole JFIF or Adobe header counts.
+                0xE0 => self.jfif |= body.len() >= 14 && body.starts_with(b"JFIF\0"),
                 0xEE if body.len() >= 12 && body.starts_with(b"Adobe") => {
                     self.adobe = Some(body[11]);
                 }
@@ -118,7 +123,12 @@ impl Decoder {
                     }
                     pos = self.sos(data, body, pos)?;
                 }
-                _ => {}
+                0xE1..=0xEF | 0xFE => {}
+                // Everything else libjpeg refuses or qp's decoder leaves to it: progressive
+                // (see the module doc), lossless, hierarchical, arithmetic coding (and its
+                // DAC tables), DNL-defined heights, the reserved markers (JPG, DHP, EXP,
+                // JPGn, RESn: "unknown marker"), and bad lengths of the segments above.
+                _ => return None,
             }
         }
         Some(())
@@ -134,7 +144,8 @@ impl Decoder {
         if width == 0 || height == 0 || (width as u64) * (height as u64) > max_pixels {
             return None;
         }
-        if !(nc == 1 || nc == 3) || b.len() < 6 + 3 * nc {
+        // libjpeg wants the length exact ("bogus marker length").
+        if !(nc == 1 || nc == 3) || b.len() != 6 + 3 * nc {
             return None;
         }
         let mut comps: Vec<Component> = Vec::with_capacity(nc);
@@ -263,7 +274,12 @@ impl Decoder {
     /// where the next marker is.
     fn sos(&mut self, data: &[u8], b: &[u8], pos: usize) -> Option<usize> {
         let ns = usize::from(*b.first()?);
-        if !(1..=4).contains(&ns) || b.len() < 1 + 2 * ns + 3 {
+        if !(1..=4).contains(&ns) || b.len() != 1 + 2 * ns + 3 {
+            return None;
+        }
+        // A sequential file whose first scan held every component is one scan to libjpeg:
+        // another SOS is an error there ("expected EOI").
+        if self.scans > 1 && self.one_scan {
             return None;
         }
         let mut scan = Vec::with_capacity(ns);
@@ -285,6 +301,9 @@ impl Decoder {
             return None;
         }
         let frame = self.frame.as_ref()?;
+        if self.scans == 1 {
+            self.one_scan = ns == frame.comps.len();
+        }
         // Size of the scan in MCUs: a non-interleaved scan covers only the component's
         // own blocks, without the padding to whole MCUs.
         let geom = if ns == 1 {
