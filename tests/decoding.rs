@@ -164,6 +164,100 @@ fn rgb_coded_arithmetic_and_progressive_decode() {
     }
 }
 
+/// Progressive files exercise qp's own progressive decoder at 1/2..1/8: successive
+/// approximation of DC and AC (refinement scans), bands split in pieces, non-interleaved DC,
+/// end-of-band runs cut by restart markers, every sampling.
+#[test]
+fn progressive_scripts_decode_at_every_scale() {
+    let split = "0: 0 0 0 2;\n1: 0 0 0 0;\n2: 0 0 0 0;\n0: 0 0 2 1;\n0: 0 0 1 0;\n\
+                 0: 1 2 0 0;\n0: 3 9 0 3;\n0: 3 9 3 2;\n0: 3 9 2 1;\n0: 3 9 1 0;\n\
+                 0: 10 63 0 1;\n0: 10 63 1 0;\n1: 1 63 0 2;\n1: 1 63 2 1;\n1: 1 63 1 0;\n\
+                 2: 1 63 0 0;\n";
+    let gray = "0: 0 0 0 1;\n0: 1 5 0 2;\n0: 6 63 0 2;\n0: 1 63 2 1;\n0: 0 0 1 0;\n\
+                0: 1 63 1 0;\n";
+    for sample in ["2x2,1x1,1x1", "1x1,1x1,1x1", "2x1,1x1,1x1", "1x2,2x2,1x1"] {
+        for restart in ["0", "1", "3B"] {
+            let args = ["-quality", "92", "-sample", sample, "-restart", restart];
+            let name = format!("progressive {sample} restart {restart}");
+            let simple = cjpeg(&[&args[..], &["-progressive"]].concat());
+            let split = cjpeg_scans(&args, split);
+            for (name, jpeg) in [
+                (name.clone(), simple),
+                (format!("{name}, split bands"), split),
+            ] {
+                matches_libjpeg(&name, &jpeg, 45.0);
+                assert_own_decoder_takes(&name, &jpeg);
+            }
+        }
+    }
+    let jpeg = cjpeg_scans(&["-grayscale", "-restart", "2"], gray);
+    matches_libjpeg("progressive gray", &jpeg, 45.0);
+    assert_own_decoder_takes("progressive gray", &jpeg);
+}
+
+/// qp's own decoder, not libjpeg-turbo after it declined, made the reduced-scale pictures.
+fn assert_own_decoder_takes(name: &str, jpeg: &[u8]) {
+    for denom in [2, 4, 8] {
+        assert!(
+            image::scaled::decode_scaled(jpeg, denom, u64::MAX).is_some(),
+            "{name}: qp's decoder declined at 1/{denom}"
+        );
+    }
+}
+
+/// A progressive file with a scan taken out or damaged gets libjpeg-turbo's verdict at every
+/// scale, whichever decoder the scale picks.
+#[test]
+fn damaged_progressive_files_get_one_verdict() {
+    let prog = cjpeg(&["-progressive", "-quality", "90"]);
+    let sos: Vec<usize> = prog
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| *w == [0xFF, 0xDA])
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        sos.len() >= 8,
+        "cjpeg -progressive wrote {} scans",
+        sos.len()
+    );
+    // A refinement scan cut short, an EOI put after it.
+    let last = sos[sos.len() - 1];
+    let mut cut = prog[..last + (prog.len() - last) / 2].to_vec();
+    cut.extend_from_slice(&[0xFF, 0xD9]);
+    // Scans taken out: later refinements then contradict what came before (libjpeg's "bogus
+    // progression"), or tables go missing.
+    let mut cases = vec![("refinement scan cut", cut)];
+    for i in [1, 2, sos.len() - 3] {
+        let removed = [&prog[..sos[i]], &prog[sos[i + 1]..]].concat();
+        cases.push(("scan removed", removed));
+    }
+    // Bytes flipped in each scan's data.
+    for &at in &sos {
+        let mut bad = prog.clone();
+        bad[at + 20] ^= 0x5A;
+        bad[at + 21] ^= 0xA5;
+        cases.push(("scan data flipped", bad));
+    }
+    let mut refused = 0;
+    for (i, (what, data)) in cases.iter().enumerate() {
+        let name = format!("{what} (case {i})");
+        match image::decode_at(data, 8, u64::MAX) {
+            Err(err) => {
+                refused_everywhere(&name, data, &err);
+                refused += 1;
+            }
+            Ok(_) => {
+                for scale in SCALES {
+                    image::decode_at(data, scale, u64::MAX)
+                        .unwrap_or_else(|e| panic!("{name} at {scale}/8: {e}"));
+                }
+            }
+        }
+    }
+    assert!(refused >= 4, "only {refused} of {} refused", cases.len());
+}
+
 /// The committed fixtures' gradient (tests/jpeg-fixtures/README.md).
 fn gradient(x: usize, y: usize) -> [u8; 3] {
     [(x * 5) as u8, (y * 8) as u8, ((x + y) * 3) as u8]

@@ -6,6 +6,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use super::progressive::Band;
+
 /// Bits looked up at once for one Huffman code plus its extra bits.
 const FAST_BITS: u32 = 10;
 /// Bits looked up at once by the table that skips several AC coefficients.
@@ -513,6 +515,137 @@ impl<'a> Bits<'a> {
             self.skip_ac(t, k, end)
         } else {
             Some(0)
+        }
+    }
+
+    /// One block of a progressive AC first scan (libjpeg's `decode_mcu_AC_first`): the
+    /// band's coefficients, scaled by the point transform, into `kept` where `map` places
+    /// them inside the reduced block, and their nonzero bits into `nonzero`. `eob` is the
+    /// end-of-band run left from earlier blocks.
+    pub(super) fn ac_first(
+        &mut self,
+        t: &AcTable,
+        band: &Band,
+        eob: &mut i32,
+        nonzero: &mut u64,
+        kept: &mut [i16],
+        map: &[u8; 128],
+    ) -> Option<()> {
+        if *eob > 0 {
+            *eob -= 1;
+            return Some(());
+        }
+        let mut k = band.ss;
+        while k <= band.se {
+            self.ensure();
+            let sym = self.symbol(&t.codes)?;
+            let (r, s) = (sym >> 4, sym & 15);
+            if s != 0 {
+                k += r;
+                // As libjpeg: a 16-bit coefficient, and a run past the band's end lands on
+                // the last coefficient (its zigzag table is padded with 63s).
+                let v = ((extend(self.take(s), s) as u32) << band.al) as i16;
+                let pos = k.min(63);
+                *nonzero = (*nonzero & !(1 << pos)) | u64::from(v != 0) << pos;
+                if let Some(slot) = kept.get_mut(usize::from(map[pos as usize])) {
+                    *slot = v;
+                }
+            } else if r == 15 {
+                k += 15;
+            } else {
+                *eob = (1 << r) - 1;
+                if r != 0 {
+                    *eob += self.take(r);
+                }
+                break;
+            }
+            k += 1;
+        }
+        Some(())
+    }
+
+    /// One block of a progressive AC refinement scan (libjpeg's `decode_mcu_AC_refine`): a
+    /// correction bit for every coefficient already nonzero, and new coefficients of
+    /// magnitude `1 << al`. `None` for a symbol of magnitude above 1, which libjpeg reports
+    /// as corrupt data.
+    pub(super) fn ac_refine(
+        &mut self,
+        t: &AcTable,
+        band: &Band,
+        eob: &mut i32,
+        nonzero: &mut u64,
+        kept: &mut [i16],
+        map: &[u8; 128],
+    ) -> Option<()> {
+        let p1 = 1i16 << band.al;
+        let mut k = band.ss;
+        if *eob == 0 {
+            while k <= band.se {
+                self.ensure();
+                let sym = self.symbol(&t.codes)?;
+                let (mut r, s) = (sym >> 4, sym & 15);
+                let mut new = 0i16;
+                if s != 0 {
+                    if s != 1 {
+                        return None;
+                    }
+                    new = if self.take(1) != 0 { p1 } else { -p1 };
+                } else if r != 15 {
+                    *eob = 1 << r;
+                    if r != 0 {
+                        *eob += self.take(r);
+                    }
+                    break;
+                }
+                // Past `r` zero coefficients (ZRL: 16), correcting the nonzero ones met.
+                loop {
+                    if *nonzero >> k.min(63) & 1 != 0 {
+                        self.correct(k, p1, kept, map);
+                    } else if r == 0 {
+                        break;
+                    } else {
+                        r -= 1;
+                    }
+                    k += 1;
+                    if k > band.se {
+                        break;
+                    }
+                }
+                if new != 0 {
+                    let pos = k.min(63);
+                    *nonzero |= 1 << pos;
+                    if let Some(slot) = kept.get_mut(usize::from(map[pos as usize])) {
+                        *slot = new;
+                    }
+                }
+                k += 1;
+            }
+        }
+        if *eob > 0 {
+            while k <= band.se {
+                if *nonzero >> k & 1 != 0 {
+                    self.correct(k, p1, kept, map);
+                }
+                k += 1;
+            }
+            *eob -= 1;
+        }
+        Some(())
+    }
+
+    /// Reads the correction bit of nonzero coefficient `k` and applies it where it is kept.
+    #[inline(always)]
+    fn correct(&mut self, k: u32, p1: i16, kept: &mut [i16], map: &[u8; 128]) {
+        self.ensure();
+        if self.take(1) != 0
+            && let Some(v) = kept.get_mut(usize::from(map[k.min(63) as usize]))
+            && *v & p1 == 0
+        {
+            *v = if *v >= 0 {
+                v.wrapping_add(p1)
+            } else {
+                v.wrapping_sub(p1)
+            };
         }
     }
 

@@ -1,0 +1,130 @@
+//! Progressive frames: the scan parameters, the coefficients the scans build up, and
+//! libjpeg's checks on the order of the scans.
+//!
+//! Every scan is read in full, refinements included, as libjpeg-turbo reads them: only then
+//! does qp's decoder see the damage libjpeg reports, so the verdict on a file does not depend
+//! on which decoder its output size picks. What is stored is less: the coefficients of the
+//! reduced block (1, 4 or 16 of them), and for every block one bit per coefficient saying
+//! whether it is nonzero, which is all a refinement scan needs of the others. libjpeg keeps
+//! all 64 coefficients of every block; the smaller store is most of why this is faster.
+
+use super::huffman::zigzag_map;
+use super::idct::Sink;
+
+/// One scan's spectral band and successive approximation (SOS's Ss, Se, Ah and Al).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Band {
+    pub(super) ss: u32,
+    pub(super) se: u32,
+    pub(super) ah: u32,
+    pub(super) al: u32,
+}
+
+impl Band {
+    /// `None` where libjpeg stops with "invalid progressive parameters".
+    pub(super) fn new(ss: u8, se: u8, ahal: u8, components: usize) -> Option<Band> {
+        let band = Band {
+            ss: u32::from(ss),
+            se: u32::from(se),
+            ah: u32::from(ahal >> 4),
+            al: u32::from(ahal & 15),
+        };
+        let bad = if band.ss == 0 {
+            band.se != 0
+        } else {
+            // AC scans hold one component.
+            band.ss > band.se || band.se > 63 || components != 1
+        };
+        if bad || (band.ah != 0 && band.al + 1 != band.ah) || band.al > 13 {
+            return None;
+        }
+        Some(band)
+    }
+}
+
+/// A progressive component's coefficients.
+pub(super) struct Coefs {
+    /// Side of the reduced block.
+    n: usize,
+    /// Where each zigzag index lands in the reduced block (see [`zigzag_map`]).
+    pub(super) map: [u8; 128],
+    /// The reduced block's quantized coefficients, row-major, `n * n` per block.
+    kept: Vec<i16>,
+    /// Per block, bit `k` set where zigzag coefficient `k` is nonzero.
+    nonzero: Vec<u64>,
+    /// libjpeg's `coef_bits`: the point transform of each coefficient's latest scan, -1
+    /// before its first.
+    bits: [i8; 64],
+}
+
+impl Coefs {
+    pub(super) fn new(blocks: usize, n: usize) -> Coefs {
+        Coefs {
+            n,
+            map: zigzag_map(n),
+            kept: vec![0; blocks * n * n],
+            nonzero: vec![0; blocks],
+            bits: [-1; 64],
+        }
+    }
+
+    /// Records a scan of this component; `None` where libjpeg warns of a bogus progression
+    /// (a scan out of order, or AC before DC), which qp refuses.
+    pub(super) fn start(&mut self, band: &Band) -> Option<()> {
+        if band.ss != 0 && self.bits[0] < 0 {
+            return None;
+        }
+        for k in band.ss..=band.se {
+            let last = &mut self.bits[k as usize];
+            if band.ah != u32::try_from(*last).unwrap_or(0) {
+                return None;
+            }
+            *last = band.al as i8;
+        }
+        Some(())
+    }
+
+    /// Whether every coefficient has arrived down to its last bit.
+    pub(super) fn complete(&self) -> bool {
+        self.bits.iter().all(|&b| b == 0)
+    }
+
+    /// Block `i`'s kept coefficients and nonzero bits.
+    #[inline(always)]
+    pub(super) fn block(&mut self, i: usize) -> Option<(&mut [i16], &mut u64)> {
+        let nn = self.n * self.n;
+        Some((
+            self.kept.get_mut(i * nn..(i + 1) * nn)?,
+            self.nonzero.get_mut(i)?,
+        ))
+    }
+
+    /// The component's samples at its scale, `bw * n` wide, as a sequential scan leaves
+    /// them.
+    pub(super) fn into_plane(self, bw: usize, bh: usize, q: &[u16; 64]) -> Option<Vec<u8>> {
+        let (n, nn) = (self.n, self.n * self.n);
+        let mut sink = Sink::new(n, bw * n, vec![0; bw * bh * nn], q);
+        for (i, kept) in self.kept.chunks_exact(nn).enumerate() {
+            let (bx, by) = (i % bw, i / bw);
+            match n {
+                1 => sink.put_dc(i32::from(kept[0]), bx, by)?,
+                2 => {
+                    let mut blk = [0i32; 17];
+                    for (b, &v) in blk.iter_mut().zip(kept) {
+                        *b = i32::from(v);
+                    }
+                    sink.put_2x2(&blk, bx, by)?;
+                }
+                _ => {
+                    let (coefs, lane) = sink.lane();
+                    for (c, &v) in coefs.iter_mut().zip(kept) {
+                        c[lane] = i32::from(v);
+                    }
+                    sink.queue(bx, by)?;
+                }
+            }
+        }
+        sink.flush()?;
+        Some(sink.plane)
+    }
+}
