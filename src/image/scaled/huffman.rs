@@ -538,26 +538,43 @@ impl<'a> Bits<'a> {
         let mut k = band.ss;
         while k <= band.se {
             self.ensure();
-            let sym = self.symbol(&t.codes)?;
-            let (r, s) = (sym >> 4, sym & 15);
-            if s != 0 {
-                k += r;
-                // As libjpeg: a 16-bit coefficient, and a run past the band's end lands on
-                // the last coefficient (its zigzag table is padded with 63s).
-                let v = ((extend(self.take(s), s) as u32) << band.al) as i16;
-                let pos = k.min(63);
-                *nonzero = (*nonzero & !(1 << pos)) | u64::from(v != 0) << pos;
-                if let Some(slot) = kept.get_mut(usize::from(map[pos as usize])) {
-                    *slot = v;
+            // Code and extra bits in one step where the fast table has them.
+            let e = t.fast[self.peek::<FAST_BITS>()];
+            let (r, v) = if e & 0xFF != 0 {
+                self.consume_entry(e as u32);
+                let (advance, v) = (((e >> 8) & 0xFF) as u32, e >> 16);
+                match (advance, v) {
+                    (64, 0) => break,
+                    (16, 0) => {
+                        k += 16;
+                        continue;
+                    }
+                    _ => (advance - 1, v),
                 }
-            } else if r == 15 {
-                k += 15;
             } else {
-                *eob = (1 << r) - 1;
-                if r != 0 {
-                    *eob += self.take(r);
+                let sym = self.symbol(&t.codes)?;
+                let (r, s) = (sym >> 4, sym & 15);
+                if s != 0 {
+                    (r, extend(self.take(s), s))
+                } else if r == 15 {
+                    k += 16;
+                    continue;
+                } else {
+                    *eob = (1 << r) - 1;
+                    if r != 0 {
+                        *eob += self.take(r);
+                    }
+                    break;
                 }
-                break;
+            };
+            k += r;
+            // As libjpeg: a 16-bit coefficient, and a run past the band's end lands on the
+            // last coefficient (its zigzag table is padded with 63s).
+            let v = ((v as u32) << band.al) as i16;
+            let pos = k.min(63);
+            *nonzero = (*nonzero & !(1 << pos)) | u64::from(v != 0) << pos;
+            if let Some(slot) = kept.get_mut(usize::from(map[pos as usize])) {
+                *slot = v;
             }
             k += 1;
         }
@@ -578,12 +595,15 @@ impl<'a> Bits<'a> {
         map: &[u8; 128],
     ) -> Option<()> {
         let p1 = 1i16 << band.al;
+        // The band from zigzag index `from` on.
+        let band_from =
+            |from: u32| u64::MAX.checked_shl(from).unwrap_or(0) & (u64::MAX >> (63 - band.se));
         let mut k = band.ss;
         if *eob == 0 {
             while k <= band.se {
                 self.ensure();
                 let sym = self.symbol(&t.codes)?;
-                let (mut r, s) = (sym >> 4, sym & 15);
+                let (r, s) = (sym >> 4, sym & 15);
                 let mut new = 0i16;
                 if s != 0 {
                     if s != 1 {
@@ -597,20 +617,19 @@ impl<'a> Bits<'a> {
                     }
                     break;
                 }
-                // Past `r` zero coefficients (ZRL: 16), correcting the nonzero ones met.
-                loop {
-                    if *nonzero >> k.min(63) & 1 != 0 {
-                        self.correct(k, p1, kept, map);
-                    } else if r == 0 {
-                        break;
-                    } else {
-                        r -= 1;
-                    }
-                    k += 1;
-                    if k > band.se {
-                        break;
-                    }
+                // Past `r` zero coefficients (ZRL: 16) to the next zero, or the band's end,
+                // with a correction bit for each nonzero one on the way.
+                let mut zeros = !*nonzero & band_from(k);
+                for _ in 0..r {
+                    zeros &= zeros.wrapping_sub(1);
                 }
+                let stop = if zeros == 0 {
+                    band.se + 1
+                } else {
+                    zeros.trailing_zeros()
+                };
+                self.corrections(*nonzero & band_from(k) & !band_from(stop), p1, kept, map);
+                k = stop;
                 if new != 0 {
                     let pos = k.min(63);
                     *nonzero |= 1 << pos;
@@ -622,15 +641,41 @@ impl<'a> Bits<'a> {
             }
         }
         if *eob > 0 {
-            while k <= band.se {
-                if *nonzero >> k & 1 != 0 {
-                    self.correct(k, p1, kept, map);
-                }
-                k += 1;
-            }
+            // The rest of the band holds no new coefficient.
+            self.corrections(*nonzero & band_from(k), p1, kept, map);
             *eob -= 1;
         }
         Some(())
+    }
+
+    /// A correction bit for each coefficient in `todo` (nonzero ones, read in zigzag order):
+    /// applied to those inside the reduced block, skipped for the rest.
+    #[inline(always)]
+    fn corrections(&mut self, mut todo: u64, p1: i16, kept: &mut [i16], map: &[u8; 128]) {
+        let mut skip = 0;
+        while todo != 0 {
+            let at = todo.trailing_zeros();
+            todo &= todo - 1;
+            if usize::from(map[at as usize]) < kept.len() {
+                self.skip_bits(skip);
+                skip = 0;
+                self.correct(at, p1, kept, map);
+            } else {
+                skip += 1;
+            }
+        }
+        self.skip_bits(skip);
+    }
+
+    /// Drops `n` bits (any number).
+    #[inline(always)]
+    fn skip_bits(&mut self, mut n: u32) {
+        while n > 0 {
+            self.ensure();
+            let step = n.min(32);
+            self.consume(step);
+            n -= step;
+        }
     }
 
     /// Reads the correction bit of nonzero coefficient `k` and applies it where it is kept.
