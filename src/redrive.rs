@@ -310,7 +310,7 @@ mod tests {
     }
 
     impl Depth for MoveTask {
-        async fn depth(&self, _: &str) -> anyhow::Result<QueueDepth> {
+        async fn depth(&self, _: &str) -> Result<QueueDepth, crate::aws::AwsError> {
             Ok(QueueDepth::default())
         }
     }

@@ -252,7 +252,7 @@ mod tests {
     }
 
     impl Tasks for Fake {
-        async fn running(&self, _: &str, _: &str) -> anyhow::Result<Vec<String>> {
+        async fn running(&self, _: &str, _: &str) -> Result<Vec<String>, crate::aws::AwsError> {
             unreachable!()
         }
         async fn count_tagged(
@@ -261,7 +261,7 @@ mod tests {
             _: &[String],
             _: &str,
             _: &str,
-        ) -> anyhow::Result<usize> {
+        ) -> Result<usize, crate::aws::AwsError> {
             unreachable!()
         }
         async fn run(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
