@@ -9,6 +9,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use crate::event::EventError;
 use crate::image::Size;
 use crate::image::names::output_name;
+use crate::reason::FailureReason;
 
 /// What happened to one record (one S3 object) of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub enum RecordOutcome {
     /// Can never succeed: the image itself, or the object is gone. `reason` is a stable name.
     Permanent {
         key: String,
-        reason: &'static str,
+        reason: FailureReason,
         error: String,
     },
     /// May succeed later: S3 5xx, throttling, timeouts, network, access.
@@ -54,7 +55,7 @@ pub enum Action {
 /// The first failure of a message, for logs and the DLQ's attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    pub reason: &'static str,
+    pub reason: FailureReason,
     pub error: String,
     /// The failing object key, if the failure is about one.
     pub key: Option<String>,
@@ -98,7 +99,7 @@ pub fn decide(result: &MessageResult, has_dlq: bool) -> Action {
     }) {
         return Action::Leave {
             failure: Failure {
-                reason: "transient",
+                reason: FailureReason::Transient,
                 error: error.clone(),
                 key: Some(key.clone()),
                 failed,
@@ -123,7 +124,7 @@ pub fn decide(result: &MessageResult, has_dlq: bool) -> Action {
 /// Message attributes of a dead-lettered message.
 pub fn dlq_attributes(f: &Failure, message_id: &str) -> Vec<(&'static str, String)> {
     let mut attrs = vec![
-        ("qp_reason", sqs_safe(f.reason, 256)),
+        ("qp_reason", sqs_safe(f.reason.as_str(), 256)),
         ("qp_error", sqs_safe(&f.error, 1024)),
         ("qp_failed_records", f.failed.to_string()),
         ("qp_source_message_id", sqs_safe(message_id, 256)),
@@ -227,7 +228,7 @@ pub fn heartbeat_due(visible_at: Instant, now: Instant, vt: Duration) -> bool {
 mod tests {
     use super::*;
 
-    fn perm(key: &str, reason: &'static str) -> RecordOutcome {
+    fn perm(key: &str, reason: FailureReason) -> RecordOutcome {
         RecordOutcome::Permanent {
             key: key.into(),
             reason,
@@ -254,7 +255,7 @@ mod tests {
             for o in [
                 vec![transient("a")],
                 vec![Done, transient("b")],
-                vec![perm("a", "truncated"), transient("b")],
+                vec![perm("a", FailureReason::Truncated), transient("b")],
             ] {
                 match decide(&records(o.clone()), dlq) {
                     Action::Leave {
@@ -273,11 +274,11 @@ mod tests {
         }
         let bad = records(vec![
             Done,
-            perm("b/x.jpg", "not_image"),
-            perm("c", "truncated"),
+            perm("b/x.jpg", FailureReason::NotImage),
+            perm("c", FailureReason::Truncated),
         ]);
         let expected = Failure {
-            reason: "not_image",
+            reason: FailureReason::NotImage,
             error: "not_image error".into(),
             key: Some("b/x.jpg".into()),
             failed: 2,
@@ -293,7 +294,7 @@ mod tests {
         let body = MessageResult::BadBody(EventError::Unrecognized);
         match decide(&body, true) {
             Action::DeadLetter(f) => {
-                assert_eq!((f.reason, f.key, f.failed), ("bad_body", None, 1));
+                assert_eq!((f.reason.as_str(), f.key, f.failed), ("bad_body", None, 1));
             }
             other => panic!("{other:?}"),
         }
@@ -372,7 +373,7 @@ mod tests {
         assert_eq!(sqs_safe("a\u{1}b\u{FFFE}ü😀", 100), "a\u{FFFD}b\u{FFFD}ü😀");
         assert_eq!(sqs_safe("abcdef", 3), "abc");
         let f = Failure {
-            reason: "truncated",
+            reason: FailureReason::Truncated,
             error: "x".repeat(5000),
             key: Some("k".into()),
             failed: 1,

@@ -18,6 +18,7 @@ use crate::aws::sqs::{Message, Queue};
 use crate::config::work::WorkConfig;
 use crate::event::{self, Body, ObjectRef};
 use crate::image::{self, ImageError, ResizeSpec, Resized};
+use crate::reason::FailureReason;
 
 /// The decode/resize/encode threads: exactly `cpus` of them, so a 1-vCPU task runs one.
 ///
@@ -202,7 +203,7 @@ async fn process_object<S: ObjectStore, Q: Queue>(
         }
         RecordOutcome::Permanent { reason, error, .. } => {
             tracing::warn!(
-                bucket = %obj.bucket, key = %obj.key, outcome = "failed", reason,
+                bucket = %obj.bucket, key = %obj.key, outcome = "failed", reason = reason.as_str(),
                 latency_ms = (latency_ms * 10.0).round() / 10.0, bytes_in,
                 "{}/{}: {error}", obj.bucket, obj.key
             );
@@ -210,7 +211,8 @@ async fn process_object<S: ObjectStore, Q: Queue>(
         }
         RecordOutcome::Transient { error, .. } => {
             tracing::warn!(
-                bucket = %obj.bucket, key = %obj.key, outcome = "retry", reason = "transient",
+                bucket = %obj.bucket, key = %obj.key, outcome = "retry",
+                reason = FailureReason::Transient.as_str(),
                 latency_ms = (latency_ms * 10.0).round() / 10.0, bytes_in,
                 "{}/{}: {error}", obj.bucket, obj.key
             );
@@ -292,9 +294,9 @@ async fn fetch<S: ObjectStore, Q: Queue>(
 
 fn s3_outcome(obj: &ObjectRef, e: S3Error) -> RecordOutcome {
     let reason = match e.kind {
-        S3ErrorKind::NotFound => "object_gone",
-        S3ErrorKind::TooLarge => "object_too_large",
-        S3ErrorKind::Archived => "object_archived",
+        S3ErrorKind::NotFound => FailureReason::ObjectGone,
+        S3ErrorKind::TooLarge => FailureReason::ObjectTooLarge,
+        S3ErrorKind::Archived => FailureReason::ObjectArchived,
         S3ErrorKind::Transient => {
             return RecordOutcome::Transient {
                 key: obj.key.clone(),
@@ -334,7 +336,7 @@ async fn settle<S: ObjectStore, Q: Queue>(
             match sent {
                 Ok(()) => {
                     tracing::warn!(
-                        message_id = %msg.id, reason = failure.reason,
+                        message_id = %msg.id, reason = failure.reason.as_str(),
                         key = failure.key.as_deref().unwrap_or(""), failed_records = failure.failed,
                         "dead-lettered: {}", failure.error
                     );
@@ -346,7 +348,7 @@ async fn settle<S: ObjectStore, Q: Queue>(
                     }
                 }
                 Err(e) => tracing::error!(
-                    message_id = %msg.id, reason = failure.reason,
+                    message_id = %msg.id, reason = failure.reason.as_str(),
                     "could not send to the DLQ, the message will come back: {e}"
                 ),
             }
@@ -355,7 +357,7 @@ async fn settle<S: ObjectStore, Q: Queue>(
             ctx.tracker.remove(token);
             if permanent {
                 tracing::warn!(
-                    message_id = %msg.id, reason = failure.reason, receive_count = msg.receive_count,
+                    message_id = %msg.id, reason = failure.reason.as_str(), receive_count = msg.receive_count,
                     key = failure.key.as_deref().unwrap_or(""),
                     "permanent failure and no QP_DLQ_URL: left for the queue's redrive policy: {}",
                     failure.error
