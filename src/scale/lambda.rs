@@ -52,7 +52,7 @@ async fn handle(
             // EventBridge discards the response of its asynchronous invocations: the log is where
             // the report is read.
             tracing::info!(report = %json(&report), "{}", report.reason);
-            super::metrics::emit(cfg, &clients.ecs, &report).await;
+            super::metrics::emit(&crate::metrics::Sink::stdout(), cfg, &clients.ecs, &report).await;
             Ok(report)
         }
         Err(e) => {

@@ -185,39 +185,6 @@ pub fn sqs_safe(s: &str, max: usize) -> String {
         .collect()
 }
 
-/// Long-poll wait for receives: 20 s (the SQS maximum), or the idle timeout if shorter, so the
-/// worker notices an empty queue in time.
-pub fn poll_wait(idle_timeout: Duration) -> Duration {
-    Duration::from_secs(idle_timeout.as_secs().min(20))
-}
-
-/// Tracks how long the queue has been empty. A poll that returned nothing while no message was in
-/// work starts (or continues) the idle period from the moment that poll began; any message ends
-/// it.
-#[derive(Clone, Debug, Default)]
-pub struct IdleClock {
-    since: Option<Instant>,
-}
-
-impl IdleClock {
-    /// Records a poll's result; returns true once the queue has been empty for `timeout`.
-    pub fn on_poll(
-        &mut self,
-        got_messages: bool,
-        poll_started: Instant,
-        in_flight: usize,
-        now: Instant,
-        timeout: Duration,
-    ) -> bool {
-        if got_messages || in_flight > 0 {
-            self.since = None;
-            return false;
-        }
-        let since = *self.since.get_or_insert(poll_started);
-        now.saturating_duration_since(since) >= timeout
-    }
-}
-
 /// Whether a message visible again at `visible_at` is due for a heartbeat: half of the visibility
 /// timeout `vt` or less remains.
 pub fn heartbeat_due(visible_at: Instant, now: Instant, vt: Duration) -> bool {
@@ -384,33 +351,6 @@ mod tests {
         assert_eq!(get("qp_error").map(str::len), Some(1024));
         assert_eq!(get("qp_key"), Some("k"));
         assert_eq!(get("qp_source_message_id"), Some("m-1"));
-    }
-
-    #[test]
-    fn poll_wait_follows_a_short_idle_timeout() {
-        assert_eq!(poll_wait(Duration::from_secs(600)), Duration::from_secs(20));
-        assert_eq!(poll_wait(Duration::from_secs(3)), Duration::from_secs(3));
-        assert_eq!(poll_wait(Duration::ZERO), Duration::ZERO);
-    }
-
-    #[test]
-    fn idle_needs_an_empty_queue_for_the_whole_timeout() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs;
-        let timeout = s(10);
-        let mut c = IdleClock::default();
-        // First empty poll (t0..t0+4): not yet.
-        assert!(!c.on_poll(false, t0, 0, t0 + s(4), timeout));
-        // Messages at t0+5 reset it.
-        assert!(!c.on_poll(true, t0 + s(4), 0, t0 + s(5), timeout));
-        assert!(!c.on_poll(false, t0 + s(5), 0, t0 + s(9), timeout));
-        // Work in flight holds it off even if polls are empty.
-        assert!(!c.on_poll(false, t0 + s(9), 3, t0 + s(16), timeout));
-        assert!(!c.on_poll(false, t0 + s(16), 0, t0 + s(20), timeout));
-        assert!(c.on_poll(false, t0 + s(20), 0, t0 + s(26), timeout));
-        // A zero timeout exits on the first empty poll.
-        let mut c = IdleClock::default();
-        assert!(c.on_poll(false, t0, 0, t0, Duration::ZERO));
     }
 
     #[test]
