@@ -41,6 +41,8 @@ pub mod resize;
 pub mod scale;
 pub mod shutdown;
 pub mod status;
+#[cfg(test)]
+mod test_util;
 pub mod work;
 
 use std::process::ExitCode;

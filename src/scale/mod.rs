@@ -206,6 +206,7 @@ mod tests {
     use crate::aws::depth::QueueDepth;
     use crate::aws::ecs::{RunError, RunOutcome, RunRequest, Started};
     use crate::cli::ScaleArgs;
+    use crate::test_util::block_on;
 
     struct Queue(QueueDepth);
 
@@ -291,13 +292,6 @@ mod tests {
             in_flight: 0,
             delayed: 0,
         })
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]
