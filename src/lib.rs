@@ -52,7 +52,7 @@ use cli::{Cli, Command};
 /// Runs one parsed command line; the binary maps the result to an exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Resize(args) => resize::run(args),
+        Command::Resize(args) => resize::main(args),
         Command::Work(args) => work::main(args),
         Command::Scale(args) => scale::main(args),
         Command::Status(args) => status::main(args),

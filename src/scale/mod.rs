@@ -205,7 +205,6 @@ mod tests {
     use super::*;
     use crate::aws::depth::QueueDepth;
     use crate::aws::ecs::{RunError, RunOutcome, RunRequest, Started};
-    use crate::cli::ScaleArgs;
     use crate::test_util::block_on;
 
     struct Queue(QueueDepth);
@@ -273,18 +272,7 @@ mod tests {
         }
     }
 
-    fn cfg() -> ScaleConfig {
-        ScaleConfig::from_args(ScaleArgs {
-            queue_url: Some("q".into()),
-            cluster: Some("c".into()),
-            task_definition: Some("w".into()),
-            container_name: Some("w".into()),
-            subnets: Some("s".into()),
-            security_groups: Some("g".into()),
-            ..ScaleArgs::default()
-        })
-        .unwrap()
-    }
+    use crate::config::scale::test_config as cfg;
 
     fn queue(visible: u64) -> Queue {
         Queue(QueueDepth {
