@@ -118,6 +118,21 @@ impl SqsQueue {
     }
 }
 
+/// Sends one SQS batch call (`$op`: `delete_message_batch`, ...) of `$entries` to `$url`; the
+/// error says `$action` (the SDK's fluent builders share no trait a function could take).
+macro_rules! batch_call {
+    ($client:expr, $op:ident, $url:expr, $action:expr, $entries:expr) => {
+        $client
+            .$op()
+            .queue_url($url)
+            .set_entries(Some($entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::call($action, $url, e))
+    };
+}
+pub(crate) use batch_call;
+
 /// One request entry per item, each with its position as id (see [`failures`]); `action` and
 /// `url` name the call in the error.
 pub(crate) fn batch_entries<I, T, E: std::error::Error>(
@@ -200,14 +215,7 @@ impl Queue for SqsQueue {
                 .receipt_handle(&r.handle)
                 .build()
         })?;
-        let out = self
-            .client
-            .delete_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(batch))
-            .send()
-            .await
-            .map_err(|e| QueueError::call(action, &self.url, e))?;
+        let out = batch_call!(self.client, delete_message_batch, &self.url, action, batch)?;
         Ok(failures(entries, out.failed()))
     }
 
@@ -224,14 +232,13 @@ impl Queue for SqsQueue {
                 .visibility_timeout(secs as i32)
                 .build()
         })?;
-        let out = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(batch))
-            .send()
-            .await
-            .map_err(|e| QueueError::call(action, &self.url, e))?;
+        let out = batch_call!(
+            self.client,
+            change_message_visibility_batch,
+            &self.url,
+            action,
+            batch
+        )?;
         Ok(failures(entries, out.failed()))
     }
 

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use super::sqs::{QueueError, batch_entries};
+use super::sqs::{QueueError, batch_call, batch_entries};
 
 /// One entry of a batch that SQS refused (the others were accepted).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,14 +52,7 @@ impl BatchSender for SqsBatchSender {
                 .message_body(body)
                 .build()
         })?;
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| QueueError::call(action, &self.url, e))?;
+        let out = batch_call!(self.client, send_message_batch, &self.url, action, entries)?;
         let mut failed: Vec<SendFailure> = out
             .failed()
             .iter()
