@@ -13,27 +13,19 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
-venv="${QP_VENV:-$HOME/.cache/qp-venv}"
-python="${QP_PYTHON:-$venv/bin/python}"
-moto="${QP_MOTO_SERVER:-$venv/bin/moto_server}"
+# shellcheck source=bench/moto.sh
+. "$here/moto.sh"
 qp="${QP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/qp}"
 pairs="${1:-7}"
 n="${QP_BENCH_OBJECTS:-5000}"
-for tool in "$qp" "$python" "$moto"; do
-  [ -x "$tool" ] || { echo "enqueue.sh: $tool is missing (cargo build --release; scripts/setup)" >&2; exit 1; }
-done
+need "$qp" "$python" "$moto"
 
-port="$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$moto" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
-moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null || true' EXIT
-export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+trap stop_moto EXIT
+start_moto
+port="$moto_port"
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-for _ in $(seq 100); do
-  "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
-  sleep 0.1
-done
 
 # n images (and n/10 other files) under 20 folders, tiny bodies: enqueue never reads them.
 "$python" - "$n" <<'PY'

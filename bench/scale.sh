@@ -12,18 +12,14 @@
 # QP_BENCH_RUNS sets the repetitions (100). Goal: qp under 50 ms.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="${QP_VENV:-$HOME/.cache/qp-venv}"
-python="${QP_PYTHON:-$venv/bin/python}"
-moto="${QP_MOTO_SERVER:-$venv/bin/moto_server}"
+# shellcheck source=bench/moto.sh
+. "$here/moto.sh"
 qp="${QP_BIN:-${CARGO_TARGET_DIR:-$here/../target}/release/qp}"
 runs="${QP_BENCH_RUNS:-100}"
-for tool in "$qp" "$python" "$moto"; do
-  [ -x "$tool" ] || { echo "scale.sh: $tool is missing (cargo build --release; scripts/setup)" >&2; exit 1; }
-done
+need "$qp" "$python" "$moto"
 command -v hyperfine >/dev/null || { echo "scale.sh: hyperfine is missing (apt-get install -y hyperfine)" >&2; exit 1; }
 work="$(mktemp -d)"
-moto_pid=""
-trap '[ -z "$moto_pid" ] || kill "$moto_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'stop_moto; rm -rf "$work"' EXIT
 
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=testing \
   AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null \
@@ -31,15 +27,8 @@ export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=testi
 
 # scenario NAME MESSAGES TASKS: a fresh moto set up with that queue and those running tasks.
 scenario() {
-  local name="$1" messages="$2" tasks="$3" port
-  port="$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-  "$moto" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
-  moto_pid=$!
-  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-  for _ in $(seq 100); do
-    "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
-    sleep 0.1
-  done
+  local name="$1" messages="$2" tasks="$3"
+  start_moto
   eval "$("$python" "$here/scale_peer.py" setup "$messages" "$tasks")"
   echo "== $name: $messages messages, $tasks running tasks" >&2
   echo "qp:     $("$qp" scale --dry-run)" >&2
@@ -48,7 +37,7 @@ scenario() {
     -n "qp scale --dry-run" "$qp scale --dry-run" \
     -n "python boto3 peer" "$python $here/scale_peer.py decide" >&2
   "$python" "$here/scale_peer.py" loop 50 >"$work/$name.warm"
-  kill "$moto_pid"; wait "$moto_pid" 2>/dev/null || true; moto_pid=""
+  stop_moto
 }
 
 if [ $# -ge 2 ]; then

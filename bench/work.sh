@@ -13,23 +13,17 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 venv="${QP_VENV:-$HOME/.cache/qp-venv}"
 [ -x "$venv/bin/python" ] || venv=/opt/qp-venv
-python="${QP_PYTHON:-$venv/bin/python}"
-moto="${QP_MOTO_SERVER:-$venv/bin/moto_server}"
+# shellcheck source=bench/moto.sh
+. "$here/moto.sh"
 qp="${QP_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/qp}"
 n="${QP_BENCH_IMAGES:-600}"
 [ -x "$qp" ] || { echo "bench: no release binary at $qp (cargo build --release)" >&2; exit 1; }
 "$here/corpus.sh"
 
-port="$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$moto" -H 127.0.0.1 -p "$port" >/dev/null 2>&1 &
-moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null || true' EXIT
-export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+trap stop_moto EXIT
+start_moto
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-for _ in $(seq 100); do
-  "$python" -c "import socket; socket.create_connection(('127.0.0.1', $port))" 2>/dev/null && break
-  sleep 0.1
-done
 
 # Three source buckets, each notifying its own queue; the same n images uploaded to each: qp with
 # its defaults, qp with the Python worker's output settings (quality 75, hence 4:2:0), Python.

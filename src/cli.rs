@@ -6,9 +6,11 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use clap::builder::BoolishValueParser;
+use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{ArgAction, Args, Parser, Subcommand};
 
+use crate::config::scale as scale_defaults;
+use crate::config::work as work_defaults;
 use crate::image::{Background, Mode, Size};
 use crate::logging::LogFormat;
 
@@ -131,20 +133,27 @@ pub struct ResizeArgs {
     pub image: ImageArgs,
 }
 
-#[derive(Args, Debug)]
-pub struct WorkArgs {
-    /// URL of the SQS queue receiving the S3 event notifications.
-    #[arg(long, env = "QP_QUEUE_URL")]
-    pub queue_url: Option<String>,
-
+/// Where `qp work` writes its outputs (and `qp reconcile` looks for them).
+#[derive(Args, Debug, Clone, Default)]
+pub struct DestArgs {
     /// Bucket the resized images are written to.
     #[arg(long, env = "QP_DEST_BUCKET")]
     pub dest_bucket: Option<String>,
 
     /// Key prefix of the outputs: PREFIX/<source key>, or PREFIX/<W>x<H>/<source key> with
     /// several sizes.
-    #[arg(long, env = "QP_DEST_PREFIX", default_value = "processed")]
+    #[arg(long, env = "QP_DEST_PREFIX", default_value = work_defaults::DEFAULT_DEST_PREFIX)]
     pub dest_prefix: String,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkArgs {
+    /// URL of the SQS queue receiving the S3 event notifications.
+    #[arg(long, env = "QP_QUEUE_URL")]
+    pub queue_url: Option<String>,
+
+    #[command(flatten)]
+    pub dest: DestArgs,
 
     #[command(flatten)]
     pub image: ImageArgs,
@@ -154,7 +163,8 @@ pub struct WorkArgs {
     pub concurrency: Option<u32>,
 
     /// Exit once the queue has stayed empty this long (scale to zero).
-    #[arg(long, env = "QP_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "QP_IDLE_TIMEOUT_SECS",
+          default_value_t = work_defaults::DEFAULT_IDLE_TIMEOUT_SECS)]
     pub idle_timeout_secs: u64,
 
     /// Dead-letter queue for images that can never succeed (not a JPEG, truncated, ...). Without
@@ -163,12 +173,13 @@ pub struct WorkArgs {
     pub dlq_url: Option<String>,
 
     /// On SIGTERM, time allowed to finish in-flight images (Fargate Spot gives 120 s in all).
-    #[arg(long, env = "QP_SHUTDOWN_GRACE_SECS", default_value_t = 90)]
+    #[arg(long, env = "QP_SHUTDOWN_GRACE_SECS",
+          default_value_t = work_defaults::DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
 
     /// Path-style S3 addressing, for emulators and S3-compatible stores.
     #[arg(long, env = "QP_S3_FORCE_PATH_STYLE", action = ArgAction::Set, default_value_t = false,
-          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          value_parser = BoolParser, value_name = "BOOL")]
     pub s3_force_path_style: bool,
 
     /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal).
@@ -182,7 +193,8 @@ pub struct WorkArgs {
     pub visibility_timeout_secs: Option<u32>,
 
     /// Source objects larger than this are refused before download (permanent failure).
-    #[arg(long, env = "QP_MAX_OBJECT_BYTES", default_value_t = 64 * 1024 * 1024,
+    #[arg(long, env = "QP_MAX_OBJECT_BYTES",
+          default_value_t = work_defaults::DEFAULT_MAX_OBJECT_BYTES,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_object_bytes: u64,
 
@@ -192,10 +204,24 @@ pub struct WorkArgs {
     pub cpus: Option<u32>,
 }
 
+/// The worker tasks: their cluster, and the task definition whose family counts them.
+#[derive(Args, Debug, Default, Clone)]
+pub struct WorkersArgs {
+    /// ECS cluster name or ARN.
+    #[arg(long, env = "QP_CLUSTER")]
+    pub cluster: Option<String>,
+
+    /// Worker task definition: family, family:revision or ARN. Running tasks are counted by its
+    /// family.
+    #[arg(long, env = "QP_TASK_DEFINITION")]
+    pub task_definition: Option<String>,
+}
+
 /// Raw settings of `qp scale`. Numbers and booleans stay strings here: [`crate::config::scale`]
 /// parses them with errors that name the variable, so a bad value in the Lambda environment
 /// becomes an init error with that message rather than a clap usage error.
 #[derive(Args, Debug, Default)]
+#[command(mut_args(default_in_help))]
 pub struct ScaleArgs {
     /// Compute and print the plan; launch nothing.
     #[arg(long)]
@@ -211,14 +237,8 @@ pub struct ScaleArgs {
     #[arg(long, env = "QP_QUEUE_URL")]
     pub queue_url: Option<String>,
 
-    /// ECS cluster name or ARN.
-    #[arg(long, env = "QP_CLUSTER")]
-    pub cluster: Option<String>,
-
-    /// Worker task definition: family, family:revision or ARN. Running tasks are counted by its
-    /// family.
-    #[arg(long, env = "QP_TASK_DEFINITION")]
-    pub task_definition: Option<String>,
+    #[command(flatten)]
+    pub workers: WorkersArgs,
 
     /// Name of the worker container in the task definition (target of the overrides).
     #[arg(long, env = "QP_CONTAINER_NAME")]
@@ -232,17 +252,20 @@ pub struct ScaleArgs {
     #[arg(long, env = "QP_SECURITY_GROUPS", value_name = "IDS")]
     pub security_groups: Option<String>,
 
-    /// Give tasks a public IP (needed in public subnets without a NAT gateway) [default: false]
-    #[arg(long, env = "QP_ASSIGN_PUBLIC_IP", value_name = "BOOL")]
+    /// Give tasks a public IP (needed in public subnets without a NAT gateway)
+    #[arg(long, env = "QP_ASSIGN_PUBLIC_IP", value_name = "BOOL",
+          default_value = scale_defaults::DEFAULT_ASSIGN_PUBLIC_IP)]
     pub assign_public_ip: Option<String>,
 
     /// Capacity provider strategy: PROVIDER:WEIGHT[:base=N],... e.g.
-    /// FARGATE:1:base=1,FARGATE_SPOT:4 [default: FARGATE_SPOT:1]
-    #[arg(long, env = "QP_CAPACITY", value_name = "STRATEGY")]
+    /// FARGATE:1:base=1,FARGATE_SPOT:4
+    #[arg(long, env = "QP_CAPACITY", value_name = "STRATEGY",
+          default_value = scale_defaults::DEFAULT_CAPACITY)]
     pub capacity: Option<String>,
 
-    /// Relaunch tasks Fargate Spot had no capacity for on regular FARGATE [default: true]
-    #[arg(long, env = "QP_SPOT_FALLBACK", value_name = "BOOL")]
+    /// Relaunch tasks Fargate Spot had no capacity for on regular FARGATE
+    #[arg(long, env = "QP_SPOT_FALLBACK", value_name = "BOOL",
+          default_value = scale_defaults::DEFAULT_SPOT_FALLBACK)]
     pub spot_fallback: Option<String>,
 
     #[command(flatten)]
@@ -253,56 +276,63 @@ pub struct ScaleArgs {
     #[arg(long, env = "QP_TASK_ENV", value_name = "VARS", hide_env_values = true)]
     pub task_env: Option<String>,
 
-    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal) [default:
-    /// auto]
-    #[arg(long, env = "QP_LOG_FORMAT", value_name = "FORMAT")]
+    /// Log format: json (CloudWatch), text, or auto (json unless stderr is a terminal)
+    #[arg(long, env = "QP_LOG_FORMAT", value_name = "FORMAT",
+          default_value = scale_defaults::DEFAULT_LOG_FORMAT)]
     pub log_format: Option<String>,
 }
 
 /// The scaling policy's raw settings: read by `qp scale`, and by `qp status` for the decision it
 /// shows.
 #[derive(Args, Debug, Default, Clone)]
+#[command(mut_args(default_in_help))]
 pub struct PolicyArgs {
-    /// Backlog (messages) one task is expected to drain [default: 10]
-    #[arg(long, env = "QP_MESSAGES_PER_TASK", value_name = "N")]
+    /// Backlog (messages) one task is expected to drain
+    #[arg(long, env = "QP_MESSAGES_PER_TASK", value_name = "N",
+          default_value = scale_defaults::DEFAULT_MESSAGES_PER_TASK)]
     pub messages_per_task: Option<String>,
 
-    /// Upper bound on tasks running at once [default: 10]
-    #[arg(long, env = "QP_MAX_TASKS", value_name = "N")]
+    /// Upper bound on tasks running at once
+    #[arg(long, env = "QP_MAX_TASKS", value_name = "N",
+          default_value = scale_defaults::DEFAULT_MAX_TASKS)]
     pub max_tasks: Option<String>,
 
     /// Upper bound on tasks launched by one tick [default: no bound beyond QP_MAX_TASKS]
     #[arg(long, env = "QP_MAX_LAUNCH_PER_RUN", value_name = "N")]
     pub max_launch_per_run: Option<String>,
 
-    /// Count in-flight (received, not yet deleted) messages as backlog too [default: true]
-    #[arg(long, env = "QP_COUNT_IN_FLIGHT", value_name = "BOOL")]
+    /// Count in-flight (received, not yet deleted) messages as backlog too
+    #[arg(long, env = "QP_COUNT_IN_FLIGHT", value_name = "BOOL",
+          default_value = scale_defaults::DEFAULT_COUNT_IN_FLIGHT)]
     pub count_in_flight: Option<String>,
 
-    /// Off switch: with false the scaler reports but never launches [default: true]
-    #[arg(long, env = "QP_ENABLED", value_name = "BOOL")]
+    /// Off switch: with false the scaler reports but never launches
+    #[arg(long, env = "QP_ENABLED", value_name = "BOOL",
+          default_value = scale_defaults::DEFAULT_ENABLED)]
     pub enabled: Option<String>,
 }
 
 /// Raw settings of `qp status`: the queue, the DLQ and the tasks as `qp work` and `qp scale`
 /// name them, and the scaling policy for the decision it shows.
 #[derive(Args, Debug, Default)]
+#[command(
+    mut_arg("dlq_url", |a| {
+        a.help("URL of the dead-letter queue (without it the DLQ is left out of the status)")
+    }),
+    mut_arg("cluster", |a| a.help("ECS cluster name or ARN of the workers")),
+    mut_arg("task_definition", |a| {
+        a.help(
+            "Worker task definition (family, family:revision or ARN): tasks are counted by its \
+             family",
+        )
+    }),
+)]
 pub struct StatusArgs {
-    /// URL of the queue the source bucket notifies.
-    #[arg(long, env = "QP_QUEUE_URL")]
-    pub queue_url: Option<String>,
+    #[command(flatten)]
+    pub queues: QueuesArgs,
 
-    /// URL of the dead-letter queue (without it the DLQ is left out of the status).
-    #[arg(long, env = "QP_DLQ_URL")]
-    pub dlq_url: Option<String>,
-
-    /// ECS cluster name or ARN of the workers.
-    #[arg(long, env = "QP_CLUSTER")]
-    pub cluster: Option<String>,
-
-    /// Worker task definition (family, family:revision or ARN): tasks are counted by its family.
-    #[arg(long, env = "QP_TASK_DEFINITION")]
-    pub task_definition: Option<String>,
+    #[command(flatten)]
+    pub workers: WorkersArgs,
 
     /// Print the JSON object even on a terminal (which otherwise gets a short table).
     #[arg(long)]
@@ -312,16 +342,28 @@ pub struct StatusArgs {
     pub policy: PolicyArgs,
 }
 
-/// Raw settings of `qp redrive`.
-#[derive(Args, Debug, Default)]
-pub struct RedriveArgs {
-    /// The queue the messages go back to (the source bucket's queue).
+/// The work queue and its dead-letter queue, as the operator's commands take them (each says
+/// in its own help what it does with them).
+#[derive(Args, Debug, Default, Clone)]
+pub struct QueuesArgs {
+    /// URL of the queue the source bucket notifies.
     #[arg(long, env = "QP_QUEUE_URL")]
     pub queue_url: Option<String>,
 
-    /// The dead-letter queue the messages are taken from.
+    /// URL of the dead-letter queue.
     #[arg(long, env = "QP_DLQ_URL")]
     pub dlq_url: Option<String>,
+}
+
+/// Raw settings of `qp redrive`.
+#[derive(Args, Debug, Default)]
+#[command(
+    mut_arg("queue_url", |a| a.help("The queue the messages go back to (the source bucket's queue)")),
+    mut_arg("dlq_url", |a| a.help("The dead-letter queue the messages are taken from")),
+)]
+pub struct RedriveArgs {
+    #[command(flatten)]
+    pub queues: QueuesArgs,
 
     /// Move only the messages whose qp_reason attribute is REASON (e.g. object_too_large after
     /// raising QP_MAX_OBJECT_BYTES). Always moves by receive/send/delete.
@@ -363,7 +405,7 @@ pub struct ListArgs {
 
     /// Path-style S3 addressing, for emulators and S3-compatible stores.
     #[arg(long, env = "QP_S3_FORCE_PATH_STYLE", action = ArgAction::Set, default_value_t = false,
-          value_parser = BoolishValueParser::new(), value_name = "BOOL")]
+          value_parser = BoolParser, value_name = "BOOL")]
     pub s3_force_path_style: bool,
 
     /// Messages sent per second at most (default: as fast as SQS takes them).
@@ -395,17 +437,16 @@ pub struct EnqueueArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    mut_arg("dest_bucket", |a| a.help("Bucket `qp work` writes the outputs to")),
+    mut_arg("dest_prefix", |a| a.help("Key prefix of the outputs, as `qp work` has it")),
+)]
 pub struct ReconcileArgs {
     #[command(flatten)]
     pub list: ListArgs,
 
-    /// Bucket `qp work` writes the outputs to.
-    #[arg(long, env = "QP_DEST_BUCKET")]
-    pub dest_bucket: Option<String>,
-
-    /// Key prefix of the outputs, as `qp work` has it.
-    #[arg(long, env = "QP_DEST_PREFIX", default_value = "processed")]
-    pub dest_prefix: String,
+    #[command(flatten)]
+    pub dest: DestArgs,
 
     /// The worker's image settings: only the sizes name outputs.
     #[command(flatten)]
@@ -430,6 +471,51 @@ fn parse_background(s: &str) -> Result<Background, String> {
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
     s.parse()
+}
+
+/// The scaler's settings have always shown `[default: ...]` at the end of their help, before
+/// `[env: ...]` (clap puts it after): the default, one constant that the parser applies too, is
+/// written there.
+fn default_in_help(arg: clap::Arg) -> clap::Arg {
+    if arg.is_hide_default_value_set() || !arg.get_action().takes_values() {
+        return arg;
+    }
+    let [default] = arg.get_default_values() else {
+        return arg;
+    };
+    let help = format!(
+        "{} [default: {}]",
+        arg.get_help().map(ToString::to_string).unwrap_or_default(),
+        default.to_string_lossy()
+    );
+    arg.help(help).hide_default_value(true)
+}
+
+/// Booleans as every setting takes them ([`crate::config::parse::bool_value`]); the help lists
+/// true and false.
+#[derive(Clone, Copy, Debug)]
+struct BoolParser;
+
+impl TypedValueParser for BoolParser {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<bool, clap::Error> {
+        // clap's own message for a bad boolean: "invalid value 'x' for '--flag': value was not
+        // a boolean".
+        let parse = |s: &str| crate::config::parse::bool_value(s).ok_or("value was not a boolean");
+        parse.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            ["true", "false"].into_iter().map(PossibleValue::new),
+        ))
+    }
 }
 
 /// The applets a busybox-style binary answers to by name.

@@ -23,6 +23,8 @@
 
 use serde::Deserialize;
 
+use crate::reason::FailureReason;
+
 /// One S3 object to process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectRef {
@@ -58,13 +60,13 @@ pub enum EventError {
 }
 
 impl EventError {
-    /// A short stable name for logs, metrics and the DLQ's reason attribute.
-    pub fn kind(&self) -> &'static str {
+    /// The cause's stable name, for logs, metrics and the DLQ's reason attribute.
+    pub fn kind(&self) -> FailureReason {
         match self {
             EventError::NotJson(_) | EventError::Unrecognized | EventError::Malformed { .. } => {
-                "bad_body"
+                FailureReason::BadBody
             }
-            EventError::BadKey(_) => "bad_key",
+            EventError::BadKey(_) => FailureReason::BadKey,
         }
     }
 }

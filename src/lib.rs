@@ -16,6 +16,7 @@
 //! - [`config`]: raw values in, validated settings out; errors name the variable.
 //! - [`image`]: the pure image core, `&[u8]` in, JPEGs out. No files, no AWS.
 //! - [`event`]: SQS message bodies to object references (pure).
+//! - [`reason`]: the stable names of failures that logs, metrics and the DLQ carry.
 //! - [`aws`]: the only place that talks to the AWS SDK; everything else sees traits.
 //! - [`shutdown`]: the SIGTERM/Ctrl-C future injected into long-running modes.
 //! - [`logging`]: tracing set-up (JSON for CloudWatch, text on a terminal).
@@ -33,12 +34,15 @@ pub mod event;
 pub mod image;
 pub mod logging;
 pub mod metrics;
+pub mod reason;
 pub mod reconcile;
 pub mod redrive;
 pub mod resize;
 pub mod scale;
 pub mod shutdown;
 pub mod status;
+#[cfg(test)]
+mod test_util;
 pub mod work;
 
 use std::process::ExitCode;
@@ -48,7 +52,7 @@ use cli::{Cli, Command};
 /// Runs one parsed command line; the binary maps the result to an exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Resize(args) => resize::run(args),
+        Command::Resize(args) => resize::main(args),
         Command::Work(args) => work::main(args),
         Command::Scale(args) => scale::main(args),
         Command::Status(args) => status::main(args),

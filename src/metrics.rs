@@ -7,6 +7,7 @@
 //! dashboard asking for any other combination would draw nothing.
 
 use std::io::Write;
+use std::sync::Arc;
 
 /// The namespace of every qp metric.
 pub const NAMESPACE: &str = "qp";
@@ -91,20 +92,37 @@ pub fn emf_line(
     line.to_string()
 }
 
-/// Prints EMF lines on stdout (errors ignored: metrics never stop the work).
-pub fn print(lines: &[String]) {
-    if cfg!(test) {
-        // Captured by the test harness (a raw stdout handle is not).
-        for line in lines {
-            println!("{line}");
-        }
-        return;
+/// Where EMF lines go: stdout in the modes ([`Sink::stdout`]); a test passes its own writer.
+#[derive(Clone)]
+pub struct Sink(Arc<WriteLines>);
+
+type WriteLines = dyn Fn(&[String]) + Send + Sync;
+
+impl Sink {
+    /// Lines on stdout, flushed together (errors ignored: metrics never stop the work).
+    pub fn stdout() -> Sink {
+        Sink::new(|lines| {
+            let mut out = std::io::stdout().lock();
+            for line in lines {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+        })
     }
-    let mut out = std::io::stdout().lock();
-    for line in lines {
-        let _ = writeln!(out, "{line}");
+
+    pub fn new(write: impl Fn(&[String]) + Send + Sync + 'static) -> Sink {
+        Sink(Arc::new(write))
     }
-    let _ = out.flush();
+
+    pub fn write(&self, lines: &[String]) {
+        (self.0)(lines)
+    }
+}
+
+impl std::fmt::Debug for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sink")
+    }
 }
 
 /// Milliseconds since the epoch, the EMF timestamp.

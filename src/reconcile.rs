@@ -13,14 +13,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::aws::Clients;
 use crate::aws::listing::{ListError, Listed, Lister};
-use crate::aws::sqs_batch::{BatchSender, SqsBatchSender};
+use crate::aws::sqs_batch::BatchSender;
 use crate::cli::ReconcileArgs;
 use crate::config::enqueue::{ReconcileConfig, Suffixes, Target};
 use crate::enqueue::listing::{self, Listing};
 use crate::enqueue::send::{FailedKey, Sender};
-use crate::enqueue::{entry, print_json, region, runtime};
+use crate::enqueue::{entry, session};
 use crate::image::Size;
 use crate::image::names::output_name;
 use crate::work::decide::output_key;
@@ -133,26 +132,14 @@ impl Report {
     }
 }
 
+/// The `qp reconcile` entry: config, then [`run`] in an enqueue session.
 pub fn main(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let cfg = ReconcileConfig::from_args(args)?;
-    crate::logging::init(cfg.list.log_format);
-    let rt = runtime()?;
-    let report = rt.block_on(async {
-        let clients = Clients::load(cfg.list.force_path_style).await;
-        let queue = cfg
-            .queue_url
-            .as_ref()
-            .map(|url| Arc::new(SqsBatchSender::new(clients.sqs.clone(), url)));
-        run(
-            &cfg,
-            Arc::new(clients.s3.clone()),
-            queue,
-            &region(&clients),
-            crate::shutdown::signal(),
-        )
-        .await
-    })?;
-    print_json(&report)?;
+    let report = session(
+        &cfg.list,
+        cfg.queue_url.as_deref(),
+        async |s3, queue, region| run(&cfg, s3, queue, &region, crate::shutdown::signal()).await,
+    )?;
     Ok(report.exit_code())
 }
 

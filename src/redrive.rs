@@ -287,6 +287,7 @@ mod tests {
     use crate::aws::admin::{MoveError, Peeked};
     use crate::aws::depth::QueueDepth;
     use crate::aws::sqs::EntryFailure;
+    use crate::test_util::block_on;
 
     #[test]
     fn the_reason_filter() {
@@ -310,7 +311,7 @@ mod tests {
     }
 
     impl Depth for MoveTask {
-        async fn depth(&self, _: &str) -> anyhow::Result<QueueDepth> {
+        async fn depth(&self, _: &str) -> Result<QueueDepth, crate::aws::AwsError> {
             Ok(QueueDepth::default())
         }
     }
@@ -358,14 +359,6 @@ mod tests {
             method: Method::MoveTask,
             hold_secs: 60,
         }
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]

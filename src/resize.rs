@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::ResizeArgs;
-use crate::config;
+use crate::config::resize::ResizeConfig;
 use crate::image::{self, ResizeSpec, names};
 
 /// One input file and where its outputs go, relative to each output directory.
@@ -47,18 +47,21 @@ pub struct Plan {
     pub renamed: Vec<(PathBuf, PathBuf)>,
 }
 
-pub fn run(args: ResizeArgs) -> Result<ExitCode> {
-    let spec = config::resize_spec(&args.image)?;
-    let jobs = args
-        .jobs
-        .map_or_else(config::available_cpus, |j| j as usize);
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating output directory {}", args.out.display()))?;
-    let out = args
+/// The `qp resize` entry: validated settings, then [`run`].
+pub fn main(args: ResizeArgs) -> Result<ExitCode> {
+    run(&ResizeConfig::from_args(args)?)
+}
+
+/// Converts every input into `cfg.out`; exit 1 if any file failed.
+pub fn run(cfg: &ResizeConfig) -> Result<ExitCode> {
+    let (spec, jobs) = (&cfg.spec, cfg.jobs);
+    std::fs::create_dir_all(&cfg.out)
+        .with_context(|| format!("creating output directory {}", cfg.out.display()))?;
+    let out = cfg
         .out
         .canonicalize()
-        .with_context(|| format!("resolving {}", args.out.display()))?;
-    let plan = plan(&args.inputs, &out);
+        .with_context(|| format!("resolving {}", cfg.out.display()))?;
+    let plan = plan(&cfg.inputs, &out);
     for (input, rel) in &plan.renamed {
         eprintln!(
             "{}: output name already taken by another input; writing {}",
@@ -87,7 +90,7 @@ pub fn run(args: ResizeArgs) -> Result<ExitCode> {
             let Some(job) = order.get(taken).map(|&i| &plan.jobs[i]) else {
                 break;
             };
-            let result = process_file(job, read_ahead.take(taken), &dirs, &spec);
+            let result = process_file(job, read_ahead.take(taken), &dirs, spec);
             bar.inc(1);
             match result {
                 Ok(n) => {
@@ -126,7 +129,7 @@ pub fn run(args: ResizeArgs) -> Result<ExitCode> {
         ok as f64 / secs.max(1e-9),
         jobs,
         bytes_out.load(Ordering::Relaxed) / 1024,
-        args.out.display()
+        cfg.out.display()
     );
     Ok(if failed == 0 {
         ExitCode::SUCCESS

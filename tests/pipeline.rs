@@ -2,7 +2,7 @@
 //! and this harness for Fargate (it starts a `qp work` process for every task the scaler
 //! launched, with that task's environment, and stops the task when the process exits).
 //!
-//! Used by `scripts/local-pipeline` (through `examples/local_pipeline.rs`) and by the drills.
+//! Used by `scripts/local-pipeline` (through `tests/local_pipeline.rs`) and by the drills.
 
 #![allow(dead_code)]
 
@@ -12,8 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{
-    Compatibility, ContainerDefinition, DesiredStatus, KeyValuePair, LogConfiguration, LogDriver,
-    NetworkMode,
+    ContainerDefinition, DesiredStatus, KeyValuePair, LogConfiguration, LogDriver,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::{Value, json};
@@ -143,14 +142,6 @@ impl Cloud {
     fn register_cluster_and_task_definition(&self) {
         let env = self.worker_task_env();
         self.rt.block_on(async {
-            self.ecs
-                .create_cluster()
-                .cluster_name(CLUSTER)
-                .capacity_providers("FARGATE")
-                .capacity_providers("FARGATE_SPOT")
-                .send()
-                .await
-                .unwrap();
             let mut container = ContainerDefinition::builder()
                 .name(CONTAINER)
                 .image("qp:local")
@@ -166,17 +157,14 @@ impl Cloud {
             for (k, v) in env {
                 container = container.environment(KeyValuePair::builder().name(k).value(v).build());
             }
-            self.ecs
-                .register_task_definition()
-                .family(FAMILY)
-                .network_mode(NetworkMode::Awsvpc)
-                .requires_compatibilities(Compatibility::Fargate)
-                .cpu("1024")
-                .memory("2048")
-                .container_definitions(container.build())
-                .send()
-                .await
-                .unwrap();
+            crate::util::create_worker_cluster(
+                &self.ecs,
+                CLUSTER,
+                FAMILY,
+                ("1024", "2048"),
+                container.build(),
+            )
+            .await;
         });
     }
 

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_ecs::types::{
-    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, Compatibility,
-    ContainerDefinition, NetworkConfiguration, NetworkMode, TaskField,
+    AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerDefinition,
+    NetworkConfiguration, NetworkMode, TaskField,
 };
 use serde_json::{Value, json};
 
@@ -168,36 +168,18 @@ impl World {
             .unwrap();
         let (ecs, sqs) = rt.block_on(async { (moto.ecs().await, moto.sqs().await) });
         let (task_definition_arn, queue_url) = rt.block_on(async {
-            ecs.create_cluster()
-                .cluster_name(CLUSTER)
-                .capacity_providers("FARGATE")
-                .capacity_providers("FARGATE_SPOT")
-                .send()
-                .await
-                .unwrap();
-            let td = ecs
-                .register_task_definition()
-                .family(FAMILY)
-                .network_mode(NetworkMode::Awsvpc)
-                .requires_compatibilities(Compatibility::Fargate)
-                .cpu("256")
-                .memory("512")
-                .container_definitions(
-                    ContainerDefinition::builder()
-                        .name(CONTAINER)
-                        .image("qp:latest")
-                        .memory(512)
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
-            let arn = td
-                .task_definition()
-                .unwrap()
-                .task_definition_arn()
-                .unwrap()
-                .to_owned();
+            let arn = crate::util::create_worker_cluster(
+                &ecs,
+                CLUSTER,
+                FAMILY,
+                ("256", "512"),
+                ContainerDefinition::builder()
+                    .name(CONTAINER)
+                    .image("qp:latest")
+                    .memory(512)
+                    .build(),
+            )
+            .await;
             let url = sqs
                 .create_queue()
                 .queue_name("uploads")

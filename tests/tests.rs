@@ -9,6 +9,7 @@ mod faults;
 mod formats;
 mod image;
 mod lambda_api;
+mod local_pipeline;
 mod packaging;
 mod pipeline;
 mod resize;

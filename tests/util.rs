@@ -8,20 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `qp` binary under test: cargo tells integration tests where it is; the local-pipeline
-/// example finds it beside itself (target/<profile>/examples/../qp), or in `$QP_BIN`.
+/// The `qp` binary under test (cargo builds it for the integration tests).
 pub fn qp_binary() -> PathBuf {
-    if let Some(path) = option_env!("CARGO_BIN_EXE_qp") {
-        return PathBuf::from(path);
-    }
-    if let Some(path) = std::env::var_os("QP_BIN") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("qp"))
-        .expect("target directory")
+    PathBuf::from(env!("CARGO_BIN_EXE_qp"))
 }
 
 pub fn fixtures() -> PathBuf {
@@ -218,6 +207,41 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The worker cluster, with both Fargate capacity providers, and a Fargate task definition of
+/// `family` (`cpu`, `memory`) running `container`, as terraform creates them. Returns the task
+/// definition's ARN.
+pub async fn create_worker_cluster(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    family: &str,
+    (cpu, memory): (&str, &str),
+    container: aws_sdk_ecs::types::ContainerDefinition,
+) -> String {
+    use aws_sdk_ecs::types::{Compatibility, NetworkMode};
+    ecs.create_cluster()
+        .cluster_name(cluster)
+        .capacity_providers("FARGATE")
+        .capacity_providers("FARGATE_SPOT")
+        .send()
+        .await
+        .unwrap();
+    ecs.register_task_definition()
+        .family(family)
+        .network_mode(NetworkMode::Awsvpc)
+        .requires_compatibilities(Compatibility::Fargate)
+        .cpu(cpu)
+        .memory(memory)
+        .container_definitions(container)
+        .send()
+        .await
+        .unwrap()
+        .task_definition()
+        .unwrap()
+        .task_definition_arn()
+        .unwrap()
+        .to_owned()
 }
 
 pub fn free_port() -> u16 {

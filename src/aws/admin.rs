@@ -12,7 +12,8 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 
-use super::ecs::{Tasks, sdk_error};
+use super::ecs::Tasks;
+use super::sdk_error;
 use super::sqs::{EntryFailure, MAX_BATCH, Queue, Receipt, SqsQueue, failures};
 
 /// The message attribute the worker writes the failure's reason into (see `crate::work`).

@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
-use anyhow::Context;
 use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::{AwsError, sdk_message};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueDepth {
@@ -13,11 +14,11 @@ pub struct QueueDepth {
 }
 
 pub trait Depth {
-    fn depth(&self, queue_url: &str) -> impl Future<Output = anyhow::Result<QueueDepth>> + Send;
+    fn depth(&self, queue_url: &str) -> impl Future<Output = Result<QueueDepth, AwsError>> + Send;
 }
 
 impl Depth for aws_sdk_sqs::Client {
-    async fn depth(&self, queue_url: &str) -> anyhow::Result<QueueDepth> {
+    async fn depth(&self, queue_url: &str) -> Result<QueueDepth, AwsError> {
         let out = self
             .get_queue_attributes()
             .queue_url(queue_url)
@@ -26,15 +27,16 @@ impl Depth for aws_sdk_sqs::Client {
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()
             .await
-            .map_err(super::ecs::sdk_error)
-            .with_context(|| format!("reading the depth of {queue_url}"))?;
+            .map_err(|e| {
+                AwsError::new(format!("reading the depth of {queue_url}"), sdk_message(e))
+            })?;
         let attrs = out.attributes();
-        let get = |name: QueueAttributeName| -> anyhow::Result<u64> {
-            let raw = attrs
-                .and_then(|a| a.get(&name))
-                .with_context(|| format!("{queue_url}: no {} in the answer", name.as_str()))?;
+        let get = |name: QueueAttributeName| -> Result<u64, AwsError> {
+            let raw = attrs.and_then(|a| a.get(&name)).ok_or_else(|| {
+                AwsError::new(queue_url, format!("no {} in the answer", name.as_str()))
+            })?;
             raw.parse()
-                .with_context(|| format!("{queue_url}: {} is '{raw}'", name.as_str()))
+                .map_err(|e| AwsError::new(format!("{queue_url}: {} is '{raw}'", name.as_str()), e))
         };
         Ok(QueueDepth {
             visible: get(QueueAttributeName::ApproximateNumberOfMessages)?,

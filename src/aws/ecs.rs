@@ -3,16 +3,13 @@
 
 use std::future::Future;
 
-use anyhow::Context;
-use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use super::{AwsError, sdk_message};
+use crate::config::scale::CapacityItem;
 use aws_sdk_ecs::operation::run_task::RunTaskError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, CapacityProviderStrategyItem, ContainerOverride,
     DesiredStatus, KeyValuePair, NetworkConfiguration, Tag, TaskField, TaskOverride,
 };
-use aws_smithy_types::error::display::DisplayErrorContext;
-
-use crate::config::scale::CapacityItem;
 
 /// Everything one RunTask call sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,7 +70,7 @@ pub trait Tasks {
         &self,
         cluster: &str,
         family: &str,
-    ) -> impl Future<Output = anyhow::Result<Vec<String>>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, AwsError>> + Send;
 
     /// How many of `arns` carry the tag `key`=`value`.
     fn count_tagged(
@@ -82,33 +79,13 @@ pub trait Tasks {
         arns: &[String],
         key: &str,
         value: &str,
-    ) -> impl Future<Output = anyhow::Result<usize>> + Send;
+    ) -> impl Future<Output = Result<usize, AwsError>> + Send;
 
     fn run(&self, req: &RunRequest) -> impl Future<Output = Result<RunOutcome, RunError>> + Send;
 }
 
-/// An SDK error as one readable line: `Code: message` for a service error (what the AWS console
-/// shows), the full cause chain for a transport or timeout error.
-pub(crate) fn sdk_error<E>(e: SdkError<E>) -> anyhow::Error
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match e {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let err = se.into_err();
-            match (err.code(), err.message()) {
-                (Some(code), Some(message)) => anyhow::anyhow!("{code}: {message}"),
-                (Some(code), None) => anyhow::anyhow!("{code}"),
-                _ => anyhow::anyhow!("HTTP {status} with no error code"),
-            }
-        }
-        other => anyhow::anyhow!("{}", DisplayErrorContext(other)),
-    }
-}
-
 impl Tasks for aws_sdk_ecs::Client {
-    async fn running(&self, cluster: &str, family: &str) -> anyhow::Result<Vec<String>> {
+    async fn running(&self, cluster: &str, family: &str) -> Result<Vec<String>, AwsError> {
         let mut pages = self
             .list_tasks()
             .cluster(cluster)
@@ -119,9 +96,12 @@ impl Tasks for aws_sdk_ecs::Client {
             .send();
         let mut arns = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page
-                .map_err(sdk_error)
-                .with_context(|| format!("listing tasks of {family} in cluster {cluster}"))?;
+            let page = page.map_err(|e| {
+                AwsError::new(
+                    format!("listing tasks of {family} in cluster {cluster}"),
+                    sdk_message(e),
+                )
+            })?;
             arns.extend(page.task_arns().iter().cloned());
         }
         Ok(arns)
@@ -133,7 +113,7 @@ impl Tasks for aws_sdk_ecs::Client {
         arns: &[String],
         key: &str,
         value: &str,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize, AwsError> {
         let mut n = 0;
         // DescribeTasks takes at most 100 tasks per call.
         for chunk in arns.chunks(100) {
@@ -144,8 +124,12 @@ impl Tasks for aws_sdk_ecs::Client {
                 .include(TaskField::Tags)
                 .send()
                 .await
-                .map_err(sdk_error)
-                .with_context(|| format!("describing tasks in cluster {cluster}"))?;
+                .map_err(|e| {
+                    AwsError::new(
+                        format!("describing tasks in cluster {cluster}"),
+                        sdk_message(e),
+                    )
+                })?;
             n += out
                 .tasks()
                 .iter()
@@ -223,7 +207,7 @@ impl Tasks for aws_sdk_ecs::Client {
                 e.as_service_error(),
                 Some(RunTaskError::ConflictException(_))
             ),
-            message: format!("RunTask: {}", sdk_error(e)),
+            message: format!("RunTask: {}", sdk_message(e)),
         })?;
         Ok(RunOutcome {
             started: out

@@ -11,6 +11,9 @@ pub mod sqs;
 pub mod sqs_batch;
 
 use aws_config::BehaviorVersion;
+// Every SDK crate re-exports the same smithy `SdkError`: the ECS names serve SQS's errors too.
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::error::display::DisplayErrorContext;
 
 /// One set of SDK clients, built once per process from the standard chain (`AWS_REGION`,
 /// `AWS_ENDPOINT_URL`, credentials from env, profile, ECS task role or Lambda role).
@@ -47,4 +50,50 @@ pub fn with_clients<T>(f: impl AsyncFnOnce(&Clients) -> anyhow::Result<T>) -> an
         let clients = Clients::load(false).await;
         f(&clients).await
     })
+}
+
+/// A failed AWS call of the [`depth::Depth`] and [`ecs::Tasks`] seams: what was being done, and
+/// the SDK's answer as one line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{context}: {message}")]
+pub struct AwsError {
+    pub context: String,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn new(context: impl Into<String>, message: impl std::fmt::Display) -> AwsError {
+        AwsError {
+            context: context.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// An SDK error as one readable line: `Code: message` for a service error (what the AWS console
+/// shows), the full cause chain for a transport or timeout error.
+pub(crate) fn sdk_message<E>(e: SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let err = se.into_err();
+            match (err.code(), err.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                _ => format!("HTTP {status} with no error code"),
+            }
+        }
+        other => DisplayErrorContext(other).to_string(),
+    }
+}
+
+/// [`sdk_message`] as an error, for callers that add anyhow context.
+pub(crate) fn sdk_error<E>(e: SdkError<E>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    anyhow::anyhow!(sdk_message(e))
 }

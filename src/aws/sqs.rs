@@ -38,8 +38,28 @@ pub struct EntryFailure {
 
 /// A whole SQS call failed (the SDK has already retried what it could).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct QueueError(pub String);
+pub enum QueueError {
+    /// The call was refused or never answered: `action` is what it did ("receiving from").
+    #[error("{action} {url}: {message}")]
+    Call {
+        action: &'static str,
+        url: String,
+        message: String,
+    },
+    /// GetQueueAttributes answered without the queue's visibility timeout.
+    #[error("{url}: no VisibilityTimeout attribute")]
+    NoVisibilityTimeout { url: String },
+}
+
+impl QueueError {
+    pub fn call(action: &'static str, url: &str, e: impl std::error::Error) -> QueueError {
+        QueueError::Call {
+            action,
+            url: url.to_owned(),
+            message: DisplayErrorContext(e).to_string(),
+        }
+    }
+}
 
 /// Largest batch SQS accepts in one call.
 pub const MAX_BATCH: usize = 10;
@@ -98,8 +118,34 @@ impl SqsQueue {
     }
 }
 
-fn err<E: std::error::Error>(what: &str, url: &str, e: E) -> QueueError {
-    QueueError(format!("{what} {url}: {}", DisplayErrorContext(e)))
+/// Sends one SQS batch call (`$op`: `delete_message_batch`, ...) of `$entries` to `$url`; the
+/// error says `$action` (the SDK's fluent builders share no trait a function could take).
+macro_rules! batch_call {
+    ($client:expr, $op:ident, $url:expr, $action:expr, $entries:expr) => {
+        $client
+            .$op()
+            .queue_url($url)
+            .set_entries(Some($entries))
+            .send()
+            .await
+            .map_err(|e| QueueError::call($action, $url, e))
+    };
+}
+pub(crate) use batch_call;
+
+/// One request entry per item, each with its position as id (see [`failures`]); `action` and
+/// `url` name the call in the error.
+pub(crate) fn batch_entries<I, T, E: std::error::Error>(
+    items: &[I],
+    action: &'static str,
+    url: &str,
+    build: impl Fn(String, &I) -> Result<T, E>,
+) -> Result<Vec<T>, QueueError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| build(i.to_string(), item).map_err(|e| QueueError::call(action, url, e)))
+        .collect()
 }
 
 /// Batch entry ids are the entry's position: message ids would do, except that the same message
@@ -140,7 +186,7 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
             .await
-            .map_err(|e| err("receiving from", &self.url, e))?;
+            .map_err(|e| QueueError::call("receiving from", &self.url, e))?;
         Ok(out
             .messages
             .unwrap_or_default()
@@ -162,25 +208,14 @@ impl Queue for SqsQueue {
     }
 
     async fn delete_batch(&self, entries: &[Receipt]) -> Result<Vec<EntryFailure>, QueueError> {
-        let batch = entries
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(&r.handle)
-                    .build()
-                    .map_err(|e| err("deleting from", &self.url, e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .delete_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(batch))
-            .send()
-            .await
-            .map_err(|e| err("deleting from", &self.url, e))?;
+        let action = "deleting from";
+        let batch = batch_entries(entries, action, &self.url, |id, r| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(id)
+                .receipt_handle(&r.handle)
+                .build()
+        })?;
+        let out = batch_call!(self.client, delete_message_batch, &self.url, action, batch)?;
         Ok(failures(entries, out.failed()))
     }
 
@@ -189,26 +224,21 @@ impl Queue for SqsQueue {
         entries: &[Receipt],
         secs: u32,
     ) -> Result<Vec<EntryFailure>, QueueError> {
-        let batch = entries
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                ChangeMessageVisibilityBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(&r.handle)
-                    .visibility_timeout(secs as i32)
-                    .build()
-                    .map_err(|e| err("changing visibility on", &self.url, e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .change_message_visibility_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(batch))
-            .send()
-            .await
-            .map_err(|e| err("changing visibility on", &self.url, e))?;
+        let action = "changing visibility on";
+        let batch = batch_entries(entries, action, &self.url, |id, r| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(id)
+                .receipt_handle(&r.handle)
+                .visibility_timeout(secs as i32)
+                .build()
+        })?;
+        let out = batch_call!(
+            self.client,
+            change_message_visibility_batch,
+            &self.url,
+            action,
+            batch
+        )?;
         Ok(failures(entries, out.failed()))
     }
 
@@ -227,12 +257,12 @@ impl Queue for SqsQueue {
                 .data_type("String")
                 .string_value(value)
                 .build()
-                .map_err(|e| err("sending to", &self.url, e))?;
+                .map_err(|e| QueueError::call("sending to", &self.url, e))?;
             call = call.message_attributes(*name, value);
         }
         call.send()
             .await
-            .map_err(|e| err("sending to", &self.url, e))?;
+            .map_err(|e| QueueError::call("sending to", &self.url, e))?;
         Ok(())
     }
 
@@ -244,10 +274,12 @@ impl Queue for SqsQueue {
             .attribute_names(QueueAttributeName::VisibilityTimeout)
             .send()
             .await
-            .map_err(|e| err("reading the attributes of", &self.url, e))?;
+            .map_err(|e| QueueError::call("reading the attributes of", &self.url, e))?;
         out.attributes()
             .and_then(|a| a.get(&QueueAttributeName::VisibilityTimeout))
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| QueueError(format!("{}: no VisibilityTimeout attribute", self.url)))
+            .ok_or_else(|| QueueError::NoVisibilityTimeout {
+                url: self.url.clone(),
+            })
     }
 }

@@ -3,10 +3,9 @@
 
 use std::future::Future;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
-use super::sqs::QueueError;
+use super::sqs::{QueueError, batch_call, batch_entries};
 
 /// One entry of a batch that SQS refused (the others were accepted).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,33 +44,15 @@ impl SqsBatchSender {
 
 impl BatchSender for SqsBatchSender {
     async fn send_batch(&self, bodies: &[String]) -> Result<Vec<SendFailure>, QueueError> {
-        let err = |e: &dyn std::error::Error| {
-            QueueError(format!(
-                "sending to {}: {}",
-                self.url,
-                DisplayErrorContext(e)
-            ))
-        };
+        let action = "sending to";
         // Entry ids are positions: unique within the call, and mapped back without a lookup.
-        let entries = bodies
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .build()
-                    .map_err(|e| err(&e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| err(&e))?;
+        let entries = batch_entries(bodies, action, &self.url, |id, body| {
+            SendMessageBatchRequestEntry::builder()
+                .id(id)
+                .message_body(body)
+                .build()
+        })?;
+        let out = batch_call!(self.client, send_message_batch, &self.url, action, entries)?;
         let mut failed: Vec<SendFailure> = out
             .failed()
             .iter()

@@ -1,7 +1,7 @@
 //! Settings of `qp enqueue` and `qp reconcile`: S3 URLs, suffixes, queue and destination, checked
 //! before any AWS call.
 
-use super::{ConfigError, required, resize_spec};
+use super::{ConfigError, destination, required, resize_spec};
 use crate::cli::{EnqueueArgs, ListArgs, ReconcileArgs};
 use crate::image::Size;
 use crate::logging::LogFormat;
@@ -39,10 +39,10 @@ impl Suffixes {
         };
         for s in given {
             if s.is_empty() {
-                return Err(ConfigError(
+                return Err(ConfigError::new(
+                    "QP_SUFFIXES",
                     "QP_SUFFIXES (or --suffix): an empty suffix would match every key; \
-                     name the suffixes, e.g. .jpg,.jpeg"
-                        .into(),
+                     name the suffixes, e.g. .jpg,.jpeg",
                 ));
             }
             let s = s.to_ascii_lowercase();
@@ -118,11 +118,8 @@ impl EnqueueConfig {
 
 impl ReconcileConfig {
     pub fn from_args(args: ReconcileArgs) -> Result<ReconcileConfig, ConfigError> {
-        let dest_bucket = required(args.dest_bucket, "QP_DEST_BUCKET", "dest-bucket")?
-            .trim()
-            .to_string();
-        // The worker's own normalisation (config::work), so the keys are the ones it writes.
-        let dest_prefix = args.dest_prefix.trim().trim_matches('/').to_string();
+        // The worker's own settings, so the keys are the ones it writes.
+        let (dest_bucket, dest_prefix) = destination(args.dest)?;
         let sizes = resize_spec(&args.image)?.sizes;
         let queue_url = if args.enqueue {
             Some(queue_url(args.list.queue_url.clone())?)
@@ -131,10 +128,13 @@ impl ReconcileConfig {
         };
         let list = list_config(args.list)?;
         if dest_prefix.is_empty() && list.targets.iter().any(|t| t.bucket == dest_bucket) {
-            return Err(ConfigError(format!(
-                "QP_DEST_PREFIX is empty and the destination bucket {dest_bucket} is also a \
-                 source: outputs and sources could not be told apart"
-            )));
+            return Err(ConfigError::new(
+                "QP_DEST_PREFIX",
+                format!(
+                    "QP_DEST_PREFIX is empty and the destination bucket {dest_bucket} is also a \
+                     source: outputs and sources could not be told apart"
+                ),
+            ));
         }
         Ok(ReconcileConfig {
             list,
@@ -181,7 +181,12 @@ fn list_config(args: ListArgs) -> Result<ListConfig, ConfigError> {
 /// `s3://BUCKET`, `s3://BUCKET/`, `s3://BUCKET/PREFIX`: the prefix is kept exactly (a prefix
 /// need not end in `/`: `s3://b/2024-` lists `2024-01/...` and `2024-02/...`).
 pub fn parse_s3_url(url: &str) -> Result<Target, ConfigError> {
-    let bad = |why: &str| ConfigError(format!("'{url}' {why}; expected s3://BUCKET[/PREFIX]"));
+    let bad = |why: &str| {
+        ConfigError::new(
+            "S3_URL",
+            format!("'{url}' {why}; expected s3://BUCKET[/PREFIX]"),
+        )
+    };
     let rest = url
         .strip_prefix("s3://")
         .ok_or_else(|| bad("is not an s3:// URL"))?;
@@ -246,7 +251,7 @@ mod tests {
         ] {
             let err = parse_s3_url(bad).unwrap_err();
             assert!(
-                err.0.contains(bad) && err.0.contains("s3://BUCKET"),
+                err.message.contains(bad) && err.message.contains("s3://BUCKET"),
                 "{bad}: {err}"
             );
         }
@@ -269,7 +274,7 @@ mod tests {
         assert!(
             Suffixes::new(&["".into()])
                 .unwrap_err()
-                .0
+                .message
                 .contains("QP_SUFFIXES")
         );
     }
@@ -277,7 +282,7 @@ mod tests {
     #[test]
     fn enqueue_settings() {
         let err = enqueue(&["s3://photos"]).unwrap_err();
-        assert!(err.0.contains("QP_QUEUE_URL"), "{err}");
+        assert!(err.message.contains("QP_QUEUE_URL"), "{err}");
         // A dry run sends nothing, so it needs no queue.
         let c = enqueue(&["s3://photos", "--dry-run"]).unwrap();
         assert_eq!(c.queue_url, None);
@@ -301,13 +306,13 @@ mod tests {
         assert_eq!(c.start_after.as_deref(), Some("x/k.jpg"));
         assert_eq!(c.list.suffixes.as_slice(), [".jpg", ".png"]);
         let err = enqueue(&["s3://UPPER", "--dry-run"]).unwrap_err();
-        assert!(err.0.contains("s3://UPPER"), "{err}");
+        assert!(err.message.contains("s3://UPPER"), "{err}");
     }
 
     #[test]
     fn reconcile_settings_are_the_workers() {
         let err = reconcile(&["s3://photos"]).unwrap_err();
-        assert!(err.0.contains("QP_DEST_BUCKET"), "{err}");
+        assert!(err.message.contains("QP_DEST_BUCKET"), "{err}");
         let c = reconcile(&[
             "s3://photos",
             "--dest-bucket",
@@ -322,7 +327,7 @@ mod tests {
         assert_eq!(c.sizes.len(), 2);
         assert_eq!(c.queue_url, None);
         let err = reconcile(&["s3://photos", "--dest-bucket", "out", "--enqueue"]).unwrap_err();
-        assert!(err.0.contains("QP_QUEUE_URL"), "{err}");
+        assert!(err.message.contains("QP_QUEUE_URL"), "{err}");
         let err = reconcile(&[
             "s3://photos",
             "--dest-bucket",
@@ -331,6 +336,6 @@ mod tests {
             "",
         ])
         .unwrap_err();
-        assert!(err.0.contains("QP_DEST_PREFIX"), "{err}");
+        assert!(err.message.contains("QP_DEST_PREFIX"), "{err}");
     }
 }

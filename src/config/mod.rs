@@ -3,25 +3,33 @@
 //! variable to fix. Nothing here touches the network or the file system.
 
 pub mod enqueue;
+pub mod parse;
+pub mod resize;
 pub mod scale;
 pub mod status;
 pub mod work;
 
-use crate::cli::ImageArgs;
+use crate::cli::{DestArgs, ImageArgs, WorkersArgs};
 use crate::image::ResizeSpec;
+pub use parse::required;
 
 /// A missing or malformed setting. Reported before any work starts, with exit code 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+#[error("{message}")]
+pub struct ConfigError {
+    /// The setting to fix: its variable (`QP_CAPACITY`), or its flag or argument where it has
+    /// none (`--event-id`, `S3_URL`).
+    pub var: &'static str,
+    /// The line printed: what is wrong, naming the setting.
+    pub message: String,
+}
 
-/// A value that must be present: `env` and `flag` name where it can be given.
-pub fn required<T: AsRef<str>>(value: Option<T>, env: &str, flag: &str) -> Result<T, ConfigError> {
-    match value {
-        Some(v) if !v.as_ref().trim().is_empty() => Ok(v),
-        _ => Err(ConfigError(format!(
-            "missing required setting {env} (or --{flag})"
-        ))),
+impl ConfigError {
+    pub fn new(var: &'static str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            var,
+            message: message.into(),
+        }
     }
 }
 
@@ -32,7 +40,10 @@ pub fn resize_spec(args: &ImageArgs) -> Result<ResizeSpec, ConfigError> {
     let mut seen = std::collections::HashSet::new();
     sizes.retain(|s| seen.insert(*s));
     if sizes.is_empty() {
-        return Err(ConfigError("QP_SIZES (or --size) lists no size".into()));
+        return Err(ConfigError::new(
+            "QP_SIZES",
+            "QP_SIZES (or --size) lists no size",
+        ));
     }
     Ok(ResizeSpec {
         sizes,
@@ -41,6 +52,28 @@ pub fn resize_spec(args: &ImageArgs) -> Result<ResizeSpec, ConfigError> {
         max_pixels: args.max_pixels,
         background: args.background,
     })
+}
+
+/// The destination bucket and key prefix (without leading or trailing slashes: empty means the
+/// bucket's root), as `qp work` writes and `qp reconcile` reads them.
+pub fn destination(args: DestArgs) -> Result<(String, String), ConfigError> {
+    let bucket = required(args.dest_bucket, "QP_DEST_BUCKET", "dest-bucket")?;
+    Ok((
+        bucket.trim().to_string(),
+        args.dest_prefix.trim().trim_matches('/').to_string(),
+    ))
+}
+
+/// The worker tasks' cluster and task definition, both required and trimmed (the family they
+/// are counted by is [`scale::family_of`] the latter).
+pub fn workers(args: WorkersArgs) -> Result<(String, String), ConfigError> {
+    let cluster = required(args.cluster, "QP_CLUSTER", "cluster")?;
+    let td = required(
+        args.task_definition,
+        "QP_TASK_DEFINITION",
+        "task-definition",
+    )?;
+    Ok((cluster.trim().to_owned(), td.trim().to_owned()))
 }
 
 /// CPUs this process may really use. std reads the cgroup CPU quota on Linux, so a 1-vCPU
@@ -53,16 +86,6 @@ pub fn available_cpus() -> usize {
 mod tests {
     use super::*;
     use crate::image::{Background, Mode, Size};
-
-    #[test]
-    fn required_names_the_variable() {
-        assert_eq!(required(Some("x"), "QP_A", "a"), Ok("x"));
-        for missing in [None, Some(""), Some("  ")] {
-            let err = required(missing, "QP_QUEUE_URL", "queue-url").unwrap_err();
-            assert!(err.0.contains("QP_QUEUE_URL"), "{err}");
-            assert!(err.0.contains("--queue-url"), "{err}");
-        }
-    }
 
     #[test]
     fn duplicate_sizes_collapse() {

@@ -3,10 +3,38 @@
 
 use std::str::FromStr;
 
-use super::{ConfigError, required};
+use super::ConfigError;
+use super::parse::{TAG_PUNCTUATION, boolean, count, is_tag_char, list, present, required};
+#[cfg(test)]
+use crate::cli::WorkersArgs;
 use crate::cli::{PolicyArgs, ScaleArgs};
 use crate::logging::LogFormat;
-use crate::scale::decision::Policy;
+
+// The defaults, shown by `--help` (clap's `[default: ...]`) and applied to unset values here.
+// Text, as clap takes them: an unset value is parsed from its default like a given one.
+pub const DEFAULT_MESSAGES_PER_TASK: &str = "10";
+pub const DEFAULT_MAX_TASKS: &str = "10";
+pub const DEFAULT_COUNT_IN_FLIGHT: &str = "true";
+pub const DEFAULT_ENABLED: &str = "true";
+pub const DEFAULT_ASSIGN_PUBLIC_IP: &str = "false";
+pub const DEFAULT_SPOT_FALLBACK: &str = "true";
+pub const DEFAULT_CAPACITY: &str = "FARGATE_SPOT:1";
+pub const DEFAULT_LOG_FORMAT: &str = "auto";
+
+/// How the scaler turns a backlog into tasks ([`crate::scale::decision::decide`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Backlog one task is expected to drain; at least 1.
+    pub messages_per_task: u32,
+    /// Upper bound on tasks running at once.
+    pub max_tasks: u32,
+    /// Upper bound on tasks launched by one tick; None: only `max_tasks` bounds it.
+    pub max_launch_per_run: Option<u32>,
+    /// Whether received-but-not-deleted messages count as backlog.
+    pub count_in_flight: bool,
+    /// The off switch: when false the decision is reported but nothing is launched.
+    pub enabled: bool,
+}
 
 /// Variables `qp scale` cannot run without; terraform must set each (checked by a test).
 pub const REQUIRED_ENV: &[&str] = &[
@@ -67,14 +95,7 @@ impl ScaleConfig {
     pub fn from_args(args: ScaleArgs) -> Result<ScaleConfig, ConfigError> {
         // The required settings first, in the order of REQUIRED_ENV.
         let queue_url = required(args.queue_url, "QP_QUEUE_URL", "queue-url")?;
-        let cluster = required(args.cluster, "QP_CLUSTER", "cluster")?;
-        let task_definition = required(
-            args.task_definition,
-            "QP_TASK_DEFINITION",
-            "task-definition",
-        )?
-        .trim()
-        .to_owned();
+        let (cluster, task_definition) = super::workers(args.workers)?;
         let container_name = required(args.container_name, "QP_CONTAINER_NAME", "container-name")?;
         let family = family_of(&task_definition)?;
         let subnets = list(
@@ -96,30 +117,38 @@ impl ScaleConfig {
             None => None,
             Some(id) => Some(event_id(&id)?),
         };
-        let log_format = match present(args.log_format) {
-            None => LogFormat::Auto,
-            Some(v) => {
-                LogFormat::from_str(&v).map_err(|e| ConfigError(format!("QP_LOG_FORMAT: {e}")))?
-            }
-        };
+        let log_format = LogFormat::from_str(
+            present(args.log_format)
+                .as_deref()
+                .unwrap_or(DEFAULT_LOG_FORMAT),
+        )
+        .map_err(|e| ConfigError::new("QP_LOG_FORMAT", format!("QP_LOG_FORMAT: {e}")))?;
         Ok(ScaleConfig {
             dry_run: args.dry_run,
             event_id,
             queue_url: queue_url.trim().to_owned(),
-            cluster: cluster.trim().to_owned(),
+            cluster,
             task_definition,
             family,
             container_name: container_name.trim().to_owned(),
             subnets,
             security_groups,
-            assign_public_ip: boolean(args.assign_public_ip, "QP_ASSIGN_PUBLIC_IP", false)?,
+            assign_public_ip: boolean(
+                args.assign_public_ip,
+                "QP_ASSIGN_PUBLIC_IP",
+                DEFAULT_ASSIGN_PUBLIC_IP,
+            )?,
             policy,
             capacity: parse_capacity(
                 present(args.capacity)
                     .as_deref()
-                    .unwrap_or("FARGATE_SPOT:1"),
+                    .unwrap_or(DEFAULT_CAPACITY),
             )?,
-            spot_fallback: boolean(args.spot_fallback, "QP_SPOT_FALLBACK", true)?,
+            spot_fallback: boolean(
+                args.spot_fallback,
+                "QP_SPOT_FALLBACK",
+                DEFAULT_SPOT_FALLBACK,
+            )?,
             task_env: parse_task_env(present(args.task_env).as_deref().unwrap_or(""))?,
             log_format,
         })
@@ -129,78 +158,36 @@ impl ScaleConfig {
 /// The scaling policy from its raw settings (`qp scale` and `qp status` share it).
 pub fn policy(args: &PolicyArgs) -> Result<Policy, ConfigError> {
     Ok(Policy {
-        messages_per_task: count(args.messages_per_task.clone(), "QP_MESSAGES_PER_TASK", 10)?,
-        max_tasks: count(args.max_tasks.clone(), "QP_MAX_TASKS", 10)?,
+        messages_per_task: count(
+            args.messages_per_task.clone(),
+            "QP_MESSAGES_PER_TASK",
+            DEFAULT_MESSAGES_PER_TASK,
+        )?,
+        max_tasks: count(args.max_tasks.clone(), "QP_MAX_TASKS", DEFAULT_MAX_TASKS)?,
         max_launch_per_run: match present(args.max_launch_per_run.clone()) {
             None => None,
-            Some(v) => Some(count(Some(v), "QP_MAX_LAUNCH_PER_RUN", 1)?),
+            Some(v) => Some(count(Some(v), "QP_MAX_LAUNCH_PER_RUN", "1")?),
         },
-        count_in_flight: boolean(args.count_in_flight.clone(), "QP_COUNT_IN_FLIGHT", true)?,
-        enabled: boolean(args.enabled.clone(), "QP_ENABLED", true)?,
+        count_in_flight: boolean(
+            args.count_in_flight.clone(),
+            "QP_COUNT_IN_FLIGHT",
+            DEFAULT_COUNT_IN_FLIGHT,
+        )?,
+        enabled: boolean(args.enabled.clone(), "QP_ENABLED", DEFAULT_ENABLED)?,
     })
-}
-
-/// A value that is set and not blank.
-fn present(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.trim().is_empty())
-}
-
-/// A whole number >= 1, or `default` when unset.
-fn count(v: Option<String>, env: &str, default: u32) -> Result<u32, ConfigError> {
-    let Some(v) = present(v) else {
-        return Ok(default);
-    };
-    match v.trim().parse::<u32>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(ConfigError(format!(
-            "{env}: '{v}' is not a whole number of at least 1"
-        ))),
-    }
-}
-
-/// true/false, 1/0, yes/no, on/off (any case), or `default` when unset.
-fn boolean(v: Option<String>, env: &str, default: bool) -> Result<bool, ConfigError> {
-    let Some(v) = present(v) else {
-        return Ok(default);
-    };
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError(format!(
-            "{env}: '{v}' is not a boolean (true or false)"
-        ))),
-    }
-}
-
-/// A comma list of ids: trimmed, blanks dropped, duplicates refused, at most `max`.
-fn list(v: String, env: &str, max: usize) -> Result<Vec<String>, ConfigError> {
-    let mut items: Vec<String> = Vec::new();
-    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if item.chars().any(char::is_whitespace) {
-            return Err(ConfigError(format!("{env}: '{item}' contains a space")));
-        }
-        if items.iter().any(|i| i == item) {
-            return Err(ConfigError(format!("{env}: '{item}' is listed twice")));
-        }
-        items.push(item.to_owned());
-    }
-    if items.len() > max {
-        return Err(ConfigError(format!(
-            "{env}: {} entries, ECS accepts at most {max}",
-            items.len()
-        )));
-    }
-    Ok(items)
 }
 
 /// The family of a task definition given as `family`, `family:revision` or
 /// `arn:aws:ecs:region:account:task-definition/family:revision`.
 pub fn family_of(td: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| {
-        ConfigError(format!(
-            "QP_TASK_DEFINITION: '{td}' {why}; expected family, family:revision or \
-             arn:aws:ecs:REGION:ACCOUNT:task-definition/family:revision"
-        ))
+        ConfigError::new(
+            "QP_TASK_DEFINITION",
+            format!(
+                "QP_TASK_DEFINITION: '{td}' {why}; expected family, family:revision or \
+                 arn:aws:ecs:REGION:ACCOUNT:task-definition/family:revision"
+            ),
+        )
     };
     let name = if td.starts_with("arn:") {
         let parts: Vec<&str> = td.splitn(6, ':').collect();
@@ -236,10 +223,13 @@ pub fn family_of(td: &str) -> Result<String, ConfigError> {
 /// weight above 0, no provider twice, at most 20 providers.
 pub fn parse_capacity(s: &str) -> Result<Vec<CapacityItem>, ConfigError> {
     let err = |why: String| {
-        ConfigError(format!(
-            "QP_CAPACITY: {why}; expected PROVIDER:WEIGHT[:base=N],... e.g. \
-             FARGATE:1:base=1,FARGATE_SPOT:4"
-        ))
+        ConfigError::new(
+            "QP_CAPACITY",
+            format!(
+                "QP_CAPACITY: {why}; expected PROVIDER:WEIGHT[:base=N],... e.g. \
+                 FARGATE:1:base=1,FARGATE_SPOT:4"
+            ),
+        )
     };
     let mut items: Vec<CapacityItem> = Vec::new();
     for entry in s.split(',').map(str::trim) {
@@ -292,7 +282,7 @@ pub fn parse_capacity(s: &str) -> Result<Vec<CapacityItem>, ConfigError> {
 /// `NAME=VALUE,NAME=VALUE`, or a JSON object of strings (for values containing commas, such as
 /// `{"QP_SIZES":"224x224,299x299"}`). Empty means no overrides.
 pub fn parse_task_env(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let err = |why: String| ConfigError(format!("QP_TASK_ENV: {why}"));
+    let err = |why: String| ConfigError::new("QP_TASK_ENV", format!("QP_TASK_ENV: {why}"));
     let s = s.trim();
     let pairs: Vec<(String, String)> = if s.starts_with('{') {
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(s)
@@ -336,13 +326,35 @@ pub fn parse_task_env(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
 /// An event id usable in a tag value and a client token: 1-128 of the characters ECS tags allow.
 fn event_id(id: &str) -> Result<String, ConfigError> {
     let id = id.trim();
-    let valid = |c: char| c.is_ascii_alphanumeric() || "_.:/=+-@".contains(c);
-    if id.len() > 128 || !id.chars().all(valid) {
-        return Err(ConfigError(format!(
-            "--event-id: '{id}' must be 1-128 letters, digits or _.:/=+-@"
-        )));
+    if id.len() > 128 || !id.chars().all(is_tag_char) {
+        return Err(ConfigError::new(
+            "--event-id",
+            format!("--event-id: '{id}' must be 1-128 letters, digits or {TAG_PUNCTUATION}"),
+        ));
     }
     Ok(id.to_owned())
+}
+
+/// The unit tests' raw settings: every required one given, the rest unset.
+#[cfg(test)]
+pub(crate) fn test_args() -> ScaleArgs {
+    ScaleArgs {
+        queue_url: Some("https://sqs.eu-west-1.amazonaws.com/1/uploads".into()),
+        workers: WorkersArgs {
+            cluster: Some("qp".into()),
+            task_definition: Some("qp-worker".into()),
+        },
+        container_name: Some("worker".into()),
+        subnets: Some("subnet-a, subnet-b".into()),
+        security_groups: Some("sg-1".into()),
+        ..ScaleArgs::default()
+    }
+}
+
+/// [`test_args`] validated: the unit tests' `qp scale` settings.
+#[cfg(test)]
+pub(crate) fn test_config() -> ScaleConfig {
+    ScaleConfig::from_args(test_args()).unwrap()
 }
 
 #[cfg(test)]
@@ -350,15 +362,7 @@ mod tests {
     use super::*;
 
     fn args() -> ScaleArgs {
-        ScaleArgs {
-            queue_url: Some("https://sqs.eu-west-1.amazonaws.com/1/uploads".into()),
-            cluster: Some("qp".into()),
-            task_definition: Some("qp-worker".into()),
-            container_name: Some("worker".into()),
-            subnets: Some("subnet-a, subnet-b".into()),
-            security_groups: Some("sg-1".into()),
-            ..ScaleArgs::default()
-        }
+        test_args()
     }
 
     #[test]
@@ -389,15 +393,15 @@ mod tests {
             let mut a = args();
             match *env {
                 "QP_QUEUE_URL" => a.queue_url = None,
-                "QP_CLUSTER" => a.cluster = Some(" ".into()),
-                "QP_TASK_DEFINITION" => a.task_definition = None,
+                "QP_CLUSTER" => a.workers.cluster = Some(" ".into()),
+                "QP_TASK_DEFINITION" => a.workers.task_definition = None,
                 "QP_CONTAINER_NAME" => a.container_name = None,
                 "QP_SUBNETS" => a.subnets = Some(String::new()),
                 "QP_SECURITY_GROUPS" => a.security_groups = None,
                 other => panic!("{other} has no case here"),
             }
             let err = ScaleConfig::from_args(a).unwrap_err();
-            assert!(err.0.contains(env), "{env}: {err}");
+            assert!(err.message.contains(env), "{env}: {err}");
         }
     }
 
@@ -443,7 +447,7 @@ mod tests {
             let mut a = args();
             set(&mut a);
             let err = ScaleConfig::from_args(a).unwrap_err();
-            assert!(err.0.starts_with(env), "{env}: {err}");
+            assert!(err.message.starts_with(env), "{env}: {err}");
         }
         let mut a = args();
         a.policy.enabled = Some("OFF".into());
@@ -480,7 +484,7 @@ mod tests {
             "arn:aws:ecs:eu-west-1:1:task-definition/",
         ] {
             let err = family_of(td).unwrap_err();
-            assert!(err.0.starts_with("QP_TASK_DEFINITION"), "{td}: {err}");
+            assert!(err.message.starts_with("QP_TASK_DEFINITION"), "{td}: {err}");
         }
     }
 
@@ -516,7 +520,7 @@ mod tests {
             "FAR GATE:1",
         ] {
             let err = parse_capacity(bad).unwrap_err();
-            assert!(err.0.starts_with("QP_CAPACITY"), "{bad}: {err}");
+            assert!(err.message.starts_with("QP_CAPACITY"), "{bad}: {err}");
         }
     }
 
@@ -547,7 +551,7 @@ mod tests {
             "{not json",
         ] {
             let err = parse_task_env(bad).unwrap_err();
-            assert!(err.0.starts_with("QP_TASK_ENV"), "{bad}: {err}");
+            assert!(err.message.starts_with("QP_TASK_ENV"), "{bad}: {err}");
         }
     }
 }

@@ -1,10 +1,10 @@
 //! Settings of the operator's commands, `qp status` and `qp redrive`: the same variables `qp work`
 //! and `qp scale` read, validated the same way.
 
-use super::scale::{family_of, policy};
-use super::{ConfigError, required};
+use super::ConfigError;
+use super::parse::{optional, required};
+use super::scale::{Policy, family_of, policy};
 use crate::cli::{RedriveArgs, StatusArgs};
-use crate::scale::decision::Policy;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusConfig {
@@ -19,18 +19,13 @@ pub struct StatusConfig {
 
 impl StatusConfig {
     pub fn from_args(args: StatusArgs) -> Result<StatusConfig, ConfigError> {
-        let queue_url = required(args.queue_url, "QP_QUEUE_URL", "queue-url")?;
-        let cluster = required(args.cluster, "QP_CLUSTER", "cluster")?;
-        let td = required(
-            args.task_definition,
-            "QP_TASK_DEFINITION",
-            "task-definition",
-        )?;
+        let queue_url = required(args.queues.queue_url, "QP_QUEUE_URL", "queue-url")?;
+        let (cluster, td) = super::workers(args.workers)?;
         Ok(StatusConfig {
-            dlq_url: optional(args.dlq_url),
+            dlq_url: optional(args.queues.dlq_url),
             queue_url: queue_url.trim().to_owned(),
-            cluster: cluster.trim().to_owned(),
-            family: family_of(td.trim())?,
+            cluster,
+            family: family_of(&td)?,
             policy: policy(&args.policy)?,
             json: args.json,
         })
@@ -58,15 +53,16 @@ pub struct RedriveConfig {
 
 impl RedriveConfig {
     pub fn from_args(args: RedriveArgs) -> Result<RedriveConfig, ConfigError> {
-        let queue_url = required(args.queue_url, "QP_QUEUE_URL", "queue-url")?
+        let queue_url = required(args.queues.queue_url, "QP_QUEUE_URL", "queue-url")?
             .trim()
             .to_owned();
-        let dlq_url = required(args.dlq_url, "QP_DLQ_URL", "dlq-url")?
+        let dlq_url = required(args.queues.dlq_url, "QP_DLQ_URL", "dlq-url")?
             .trim()
             .to_owned();
         if queue_url == dlq_url {
-            return Err(ConfigError(
-                "QP_DLQ_URL is the same queue as QP_QUEUE_URL: nothing to move".into(),
+            return Err(ConfigError::new(
+                "QP_DLQ_URL",
+                "QP_DLQ_URL is the same queue as QP_QUEUE_URL: nothing to move",
             ));
         }
         let method = match args.method.trim() {
@@ -74,21 +70,24 @@ impl RedriveConfig {
             "move-task" => Method::MoveTask,
             "batch" => Method::Batch,
             other => {
-                return Err(ConfigError(format!(
-                    "--method: '{other}' is not auto, move-task or batch"
-                )));
+                return Err(ConfigError::new(
+                    "--method",
+                    format!("--method: '{other}' is not auto, move-task or batch"),
+                ));
             }
         };
         let reason = optional(args.reason);
         // SQS's move task moves everything: a filter needs the messages read one by one.
         if reason.is_some() && method == Method::MoveTask {
-            return Err(ConfigError(
-                "--reason needs --method batch or auto: SQS's move task cannot filter".into(),
+            return Err(ConfigError::new(
+                "--reason",
+                "--reason needs --method batch or auto: SQS's move task cannot filter",
             ));
         }
         if args.rate.is_some() && method == Method::Batch {
-            return Err(ConfigError(
-                "--rate applies to SQS's move task, not to --method batch".into(),
+            return Err(ConfigError::new(
+                "--rate",
+                "--rate applies to SQS's move task, not to --method batch",
             ));
         }
         Ok(RedriveConfig {
@@ -100,10 +99,6 @@ impl RedriveConfig {
             hold_secs: args.hold_secs,
         })
     }
-}
-
-fn optional(v: Option<String>) -> Option<String> {
-    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
@@ -142,7 +137,7 @@ mod tests {
             panic!()
         };
         let err = StatusConfig::from_args(args).unwrap_err();
-        assert!(err.0.contains("QP_CLUSTER"), "{err}");
+        assert!(err.message.contains("QP_CLUSTER"), "{err}");
     }
 
     #[test]
@@ -171,7 +166,7 @@ mod tests {
             (&["--rate", "5", "--method", "batch"][..], "--rate"),
         ] {
             let err = redrive(extra).unwrap_err();
-            assert!(err.0.starts_with(words), "{extra:?}: {err}");
+            assert!(err.message.starts_with(words), "{extra:?}: {err}");
         }
         let Command::Redrive(args) = parse(&["qp", "redrive", "--queue-url", "q"]) else {
             panic!()
@@ -179,7 +174,7 @@ mod tests {
         assert!(
             RedriveConfig::from_args(args)
                 .unwrap_err()
-                .0
+                .message
                 .contains("QP_DLQ_URL")
         );
         assert!(Cli::try_parse_from(["qp", "redrive", "--rate", "501"]).is_err());

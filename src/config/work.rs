@@ -2,7 +2,13 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, required, resize_spec};
+use super::{ConfigError, destination, required, resize_spec};
+
+/// Defaults shown by `--help` and applied by clap ([`crate::cli::WorkArgs`]).
+pub const DEFAULT_DEST_PREFIX: &str = "processed";
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 90;
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 64 * 1024 * 1024;
 use crate::cli::WorkArgs;
 use crate::image::ResizeSpec;
 use crate::logging::LogFormat;
@@ -50,16 +56,15 @@ impl WorkConfig {
         let queue_url = required(args.queue_url, "QP_QUEUE_URL", "queue-url")?
             .trim()
             .to_string();
-        let dest_bucket = required(args.dest_bucket, "QP_DEST_BUCKET", "dest-bucket")?
-            .trim()
-            .to_string();
+        let (dest_bucket, dest_prefix) = destination(args.dest)?;
         let dlq_url = args
             .dlq_url
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty());
         if dlq_url.as_deref() == Some(queue_url.as_str()) {
-            return Err(ConfigError(
-                "QP_DLQ_URL is the same queue as QP_QUEUE_URL: failures would loop forever".into(),
+            return Err(ConfigError::new(
+                "QP_DLQ_URL",
+                "QP_DLQ_URL is the same queue as QP_QUEUE_URL: failures would loop forever",
             ));
         }
         let spec = resize_spec(&args.image)?;
@@ -71,7 +76,7 @@ impl WorkConfig {
         Ok(WorkConfig {
             queue_url,
             dest_bucket,
-            dest_prefix: args.dest_prefix.trim().trim_matches('/').to_string(),
+            dest_prefix,
             spec,
             cpus,
             concurrency,
@@ -106,13 +111,13 @@ mod tests {
     #[test]
     fn missing_values_name_the_variable() {
         let err = WorkConfig::from_args_with_cpus(args(&[]), 2).unwrap_err();
-        assert!(err.0.contains("QP_QUEUE_URL"), "{err}");
+        assert!(err.message.contains("QP_QUEUE_URL"), "{err}");
         let err = WorkConfig::from_args_with_cpus(args(&["--queue-url", "q"]), 2).unwrap_err();
-        assert!(err.0.contains("QP_DEST_BUCKET"), "{err}");
+        assert!(err.message.contains("QP_DEST_BUCKET"), "{err}");
         let err =
             WorkConfig::from_args_with_cpus(args(&["--queue-url", "q", "--dest-bucket", " "]), 2)
                 .unwrap_err();
-        assert!(err.0.contains("QP_DEST_BUCKET"), "{err}");
+        assert!(err.message.contains("QP_DEST_BUCKET"), "{err}");
     }
 
     #[test]
@@ -166,6 +171,6 @@ mod tests {
         let mut a = BASE.to_vec();
         a.extend(["--dlq-url", "https://q"]);
         let err = WorkConfig::from_args_with_cpus(args(&a), 1).unwrap_err();
-        assert!(err.0.contains("QP_DLQ_URL"), "{err}");
+        assert!(err.message.contains("QP_DLQ_URL"), "{err}");
     }
 }

@@ -27,7 +27,7 @@ use crate::aws::Clients;
 use crate::aws::listing::{Listed, Lister};
 use crate::aws::sqs_batch::{BatchSender, SqsBatchSender};
 use crate::cli::EnqueueArgs;
-use crate::config::enqueue::EnqueueConfig;
+use crate::config::enqueue::{EnqueueConfig, ListConfig};
 use send::{Entry, FailedKey, Sender};
 
 /// The JSON object printed at the end.
@@ -67,42 +67,49 @@ impl Summary {
     }
 }
 
-/// The `qp enqueue` entry: config, runtime, clients, [`run`], the summary on stdout.
+/// The `qp enqueue` entry: config, then [`run`] in a [`session`].
 pub fn main(args: EnqueueArgs) -> anyhow::Result<ExitCode> {
     let cfg = EnqueueConfig::from_args(args)?;
-    crate::logging::init(cfg.list.log_format);
-    let rt = runtime()?;
-    let summary = rt.block_on(async {
-        let clients = Clients::load(cfg.list.force_path_style).await;
-        let queue = match (&cfg.queue_url, cfg.dry_run) {
-            (Some(url), false) => Some(Arc::new(SqsBatchSender::new(clients.sqs.clone(), url))),
-            _ => None,
-        };
+    let queue_url = cfg.queue_url.as_deref().filter(|_| !cfg.dry_run);
+    let summary = session(&cfg.list, queue_url, async |s3, queue, region| {
         let bar = Progress::new();
-        run(
-            &cfg,
-            Arc::new(clients.s3.clone()),
-            queue,
-            &region(&clients),
-            &bar,
-            crate::shutdown::signal(),
-        )
-        .await
-    });
-    print_json(&summary)?;
+        Ok(run(&cfg, s3, queue, &region, &bar, crate::shutdown::signal()).await)
+    })?;
     Ok(summary.exit_code())
+}
+
+/// What `qp enqueue` and `qp reconcile` share around their `run`: logging, the runtime, the
+/// clients (S3, and a sender for `queue_url` if given, with the region for the message bodies),
+/// and the result printed as one JSON object on stdout.
+pub(crate) fn session<T: Serialize>(
+    list: &ListConfig,
+    queue_url: Option<&str>,
+    work: impl AsyncFnOnce(
+        Arc<aws_sdk_s3::Client>,
+        Option<Arc<SqsBatchSender>>,
+        String,
+    ) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    crate::logging::init(list.log_format);
+    let result = runtime()?.block_on(async {
+        let clients = Clients::load(list.force_path_style).await;
+        let queue = queue_url.map(|url| Arc::new(SqsBatchSender::new(clients.sqs.clone(), url)));
+        work(Arc::new(clients.s3.clone()), queue, region(&clients)).await
+    })?;
+    print_json(&result)?;
+    Ok(result)
 }
 
 /// One thread: listing and sending wait on the network, and the per-object work (a JSON body)
 /// is microseconds, so more threads would only add hand-offs.
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
 }
 
-pub(crate) fn region(clients: &Clients) -> String {
+fn region(clients: &Clients) -> String {
     clients
         .sqs
         .config()
@@ -111,7 +118,7 @@ pub(crate) fn region(clients: &Clients) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, value).context("writing the summary")?;
     writeln!(out).context("writing the summary")?;

@@ -212,10 +212,13 @@ async fn send_with_retries<S: BatchSender>(
                 }
                 (retry, None)
             }
-            Err(e) => (
-                pending.into_iter().map(|p| (p, e.0.clone())).collect(),
-                Some(e.0),
-            ),
+            Err(e) => {
+                let e = e.to_string();
+                (
+                    pending.into_iter().map(|p| (p, e.clone())).collect(),
+                    Some(e),
+                )
+            }
         };
         if retry.is_empty() {
             return out;
@@ -279,7 +282,11 @@ mod tests {
                 let mut errors = self.call_errors.lock().unwrap();
                 if *errors > 0 {
                     *errors -= 1;
-                    return Err(QueueError("connection reset".into()));
+                    return Err(QueueError::Call {
+                        action: "sending to",
+                        url: "q".into(),
+                        message: "connection reset".into(),
+                    });
                 }
             }
             let mut failures = Vec::new();

@@ -26,6 +26,8 @@ use std::str::FromStr;
 
 use fast_image_resize as fr;
 
+use crate::reason::FailureReason;
+
 pub use background::Background;
 pub use geometry::{Mode, Plan};
 pub use orient::Orientation;
@@ -149,16 +151,16 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    /// A short stable name for logs, metrics and the DLQ's reason attribute.
-    pub fn kind(&self) -> &'static str {
+    /// The cause's stable name, for logs, metrics and the DLQ's reason attribute.
+    pub fn kind(&self) -> FailureReason {
         match self {
-            ImageError::Empty | ImageError::NotImage(_) => "not_image",
-            ImageError::UnsupportedFormat(_) => "unsupported_format",
-            ImageError::Truncated(_) => "truncated",
-            ImageError::TooLarge { .. } => "too_large",
-            ImageError::Unsupported(_) => "unsupported",
-            ImageError::Corrupt(..) => "corrupt",
-            ImageError::Internal(_) => "internal",
+            ImageError::Empty | ImageError::NotImage(_) => FailureReason::NotImage,
+            ImageError::UnsupportedFormat(_) => FailureReason::UnsupportedFormat,
+            ImageError::Truncated(_) => FailureReason::Truncated,
+            ImageError::TooLarge { .. } => FailureReason::TooLarge,
+            ImageError::Unsupported(_) => FailureReason::Unsupported,
+            ImageError::Corrupt(..) => FailureReason::Corrupt,
+            ImageError::Internal(_) => FailureReason::Internal,
         }
     }
 }

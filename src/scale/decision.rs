@@ -14,20 +14,7 @@
 
 use serde::Serialize;
 
-/// How the scaler turns a backlog into tasks (validated by [`crate::config::scale`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
-    /// Backlog one task is expected to drain; at least 1.
-    pub messages_per_task: u32,
-    /// Upper bound on tasks running at once.
-    pub max_tasks: u32,
-    /// Upper bound on tasks launched by one tick; None: only `max_tasks` bounds it.
-    pub max_launch_per_run: Option<u32>,
-    /// Whether received-but-not-deleted messages count as backlog.
-    pub count_in_flight: bool,
-    /// The off switch: when false the decision is reported but nothing is launched.
-    pub enabled: bool,
-}
+use crate::config::scale::Policy;
 
 /// What one tick observed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -52,7 +52,7 @@ async fn handle(
             // EventBridge discards the response of its asynchronous invocations: the log is where
             // the report is read.
             tracing::info!(report = %json(&report), "{}", report.reason);
-            super::metrics::emit(cfg, &clients.ecs, &report).await;
+            super::metrics::emit(&crate::metrics::Sink::stdout(), cfg, &clients.ecs, &report).await;
             Ok(report)
         }
         Err(e) => {
@@ -76,7 +76,8 @@ fn json(r: &Report) -> String {
 /// Posts a config error to `/runtime/init/error` (blocking, before any runtime exists). Failing
 /// to post is only logged: the process exits with the error either way, which Lambda reports too.
 pub fn report_init_error(api: &str, e: &ConfigError) {
-    let body = serde_json::json!({"errorType": "qp.ConfigError", "errorMessage": e.0}).to_string();
+    let body =
+        serde_json::json!({"errorType": "qp.ConfigError", "errorMessage": e.message}).to_string();
     let request = format!(
         "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: {api}\r\n\
          Lambda-Runtime-Function-Error-Type: Runtime.InitError\r\n\
@@ -102,20 +103,10 @@ pub fn report_init_error(api: &str, e: &ConfigError) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::ScaleArgs;
 
     #[test]
     fn event_id_sources() {
-        let mut cfg = ScaleConfig::from_args(ScaleArgs {
-            queue_url: Some("q".into()),
-            cluster: Some("c".into()),
-            task_definition: Some("w".into()),
-            container_name: Some("w".into()),
-            subnets: Some("s".into()),
-            security_groups: Some("g".into()),
-            ..ScaleArgs::default()
-        })
-        .unwrap();
+        let mut cfg = crate::config::scale::test_config();
         let scheduled: Value = serde_json::from_str(
             r#"{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
                 "detail-type":"Scheduled Event","source":"aws.events","account":"123456789012",

@@ -8,6 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::aws::ecs::{RunError, RunOutcome, RunRequest, Tasks};
+use crate::config::parse::is_tag_char;
 use crate::config::scale::{CapacityItem, ScaleConfig};
 
 /// `startedBy` of every task qp launches (ListTasks can filter on it).
@@ -72,13 +73,7 @@ pub fn tag_value(event_id: &str) -> String {
     event_id
         .chars()
         .take(256)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c == ' ' || is_tag_char(c) { c } else { '_' })
         .collect()
 }
 
@@ -202,33 +197,21 @@ mod tests {
 
     use super::*;
     use crate::aws::ecs::{Failure, Started};
-    use crate::scale::decision::Policy;
 
     const CAPACITY_REASON: &str = "Capacity is unavailable at this time. Please try again later or in a different availability zone";
 
     fn cfg(capacity: &str, fallback: bool) -> ScaleConfig {
         ScaleConfig {
-            dry_run: false,
-            event_id: None,
-            queue_url: "q".into(),
             cluster: "c".into(),
             task_definition: "w:1".into(),
             family: "w".into(),
-            container_name: "worker".into(),
             subnets: vec!["s1".into(), "s2".into()],
             security_groups: vec!["g".into()],
             assign_public_ip: true,
-            policy: Policy {
-                messages_per_task: 10,
-                max_tasks: 100,
-                max_launch_per_run: None,
-                count_in_flight: true,
-                enabled: true,
-            },
             capacity: crate::config::scale::parse_capacity(capacity).unwrap(),
             spot_fallback: fallback,
             task_env: vec![("QP_MODE".into(), "fit".into())],
-            log_format: crate::logging::LogFormat::Text,
+            ..crate::config::scale::test_config()
         }
     }
 
@@ -252,7 +235,7 @@ mod tests {
     }
 
     impl Tasks for Fake {
-        async fn running(&self, _: &str, _: &str) -> anyhow::Result<Vec<String>> {
+        async fn running(&self, _: &str, _: &str) -> Result<Vec<String>, crate::aws::AwsError> {
             unreachable!()
         }
         async fn count_tagged(
@@ -261,7 +244,7 @@ mod tests {
             _: &[String],
             _: &str,
             _: &str,
-        ) -> anyhow::Result<usize> {
+        ) -> Result<usize, crate::aws::AwsError> {
             unreachable!()
         }
         async fn run(&self, req: &RunRequest) -> Result<RunOutcome, RunError> {
@@ -305,12 +288,7 @@ mod tests {
         }
     }
 
-    fn run<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use crate::test_util::block_on as run;
 
     #[test]
     fn chunk_sizes() {

@@ -61,7 +61,7 @@ pub fn tick_lines(
 
 /// Reads the tasks' states and prints the tick's metrics. A failure to read them is logged, not
 /// raised: the tick itself succeeded.
-pub async fn emit<T: TaskStates>(cfg: &ScaleConfig, ecs: &T, report: &Report) {
+pub async fn emit<T: TaskStates>(sink: &m::Sink, cfg: &ScaleConfig, ecs: &T, report: &Report) {
     let tasks = match ecs.task_states(&cfg.cluster, &cfg.family).await {
         Ok(states) => Some(summarise_tasks(&cfg.cluster, &cfg.family, &states)),
         Err(e) => {
@@ -70,7 +70,7 @@ pub async fn emit<T: TaskStates>(cfg: &ScaleConfig, ecs: &T, report: &Report) {
         }
     };
     let strategy: Vec<String> = cfg.capacity.iter().map(|c| c.provider.clone()).collect();
-    m::print(&tick_lines(
+    sink.write(&tick_lines(
         m::queue_name(&cfg.queue_url),
         report,
         tasks.as_ref(),

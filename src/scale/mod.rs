@@ -52,8 +52,8 @@ pub struct Report {
 #[derive(Debug, thiserror::Error)]
 pub enum TickError {
     /// Reading the queue or the tasks failed: nothing was decided.
-    #[error("{0:#}")]
-    Aws(anyhow::Error),
+    #[error("{0}")]
+    Aws(crate::aws::AwsError),
     /// Launches were needed and none started; the report has the failures.
     #[error("launched 0 of {} tasks: {}", .0.launch, first_failure(.0))]
     NothingLaunched(Box<Report>),
@@ -183,7 +183,7 @@ async fn cli(cfg: ScaleConfig) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| minute_event_id(std::time::SystemTime::now()));
     let (report, code) = match tick(&cfg, &clients.sqs, &clients.ecs, &event_id).await {
         Ok(report) => (report, ExitCode::SUCCESS),
-        Err(TickError::Aws(e)) => return Err(e),
+        Err(TickError::Aws(e)) => return Err(e.into()),
         Err(e @ TickError::NothingLaunched(_)) => {
             eprintln!("qp: {e}");
             let TickError::NothingLaunched(report) = e else {
@@ -205,12 +205,12 @@ mod tests {
     use super::*;
     use crate::aws::depth::QueueDepth;
     use crate::aws::ecs::{RunError, RunOutcome, RunRequest, Started};
-    use crate::cli::ScaleArgs;
+    use crate::test_util::block_on;
 
     struct Queue(QueueDepth);
 
     impl Depth for Queue {
-        async fn depth(&self, _: &str) -> anyhow::Result<QueueDepth> {
+        async fn depth(&self, _: &str) -> Result<QueueDepth, crate::aws::AwsError> {
             Ok(self.0)
         }
     }
@@ -225,7 +225,7 @@ mod tests {
     }
 
     impl Tasks for Cluster {
-        async fn running(&self, _: &str, _: &str) -> anyhow::Result<Vec<String>> {
+        async fn running(&self, _: &str, _: &str) -> Result<Vec<String>, crate::aws::AwsError> {
             Ok(self
                 .tasks
                 .lock()
@@ -240,7 +240,7 @@ mod tests {
             arns: &[String],
             k: &str,
             v: &str,
-        ) -> anyhow::Result<usize> {
+        ) -> Result<usize, crate::aws::AwsError> {
             let tasks = self.tasks.lock().unwrap();
             Ok(tasks
                 .iter()
@@ -272,18 +272,7 @@ mod tests {
         }
     }
 
-    fn cfg() -> ScaleConfig {
-        ScaleConfig::from_args(ScaleArgs {
-            queue_url: Some("q".into()),
-            cluster: Some("c".into()),
-            task_definition: Some("w".into()),
-            container_name: Some("w".into()),
-            subnets: Some("s".into()),
-            security_groups: Some("g".into()),
-            ..ScaleArgs::default()
-        })
-        .unwrap()
-    }
+    use crate::config::scale::test_config as cfg;
 
     fn queue(visible: u64) -> Queue {
         Queue(QueueDepth {
@@ -291,13 +280,6 @@ mod tests {
             in_flight: 0,
             delayed: 0,
         })
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
     }
 
     #[test]

@@ -9,6 +9,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use crate::event::EventError;
 use crate::image::Size;
 use crate::image::names::output_name;
+use crate::reason::FailureReason;
 
 /// What happened to one record (one S3 object) of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,7 +18,7 @@ pub enum RecordOutcome {
     /// Can never succeed: the image itself, or the object is gone. `reason` is a stable name.
     Permanent {
         key: String,
-        reason: &'static str,
+        reason: FailureReason,
         error: String,
     },
     /// May succeed later: S3 5xx, throttling, timeouts, network, access.
@@ -54,7 +55,7 @@ pub enum Action {
 /// The first failure of a message, for logs and the DLQ's attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    pub reason: &'static str,
+    pub reason: FailureReason,
     pub error: String,
     /// The failing object key, if the failure is about one.
     pub key: Option<String>,
@@ -98,7 +99,7 @@ pub fn decide(result: &MessageResult, has_dlq: bool) -> Action {
     }) {
         return Action::Leave {
             failure: Failure {
-                reason: "transient",
+                reason: FailureReason::Transient,
                 error: error.clone(),
                 key: Some(key.clone()),
                 failed,
@@ -123,7 +124,7 @@ pub fn decide(result: &MessageResult, has_dlq: bool) -> Action {
 /// Message attributes of a dead-lettered message.
 pub fn dlq_attributes(f: &Failure, message_id: &str) -> Vec<(&'static str, String)> {
     let mut attrs = vec![
-        ("qp_reason", sqs_safe(f.reason, 256)),
+        ("qp_reason", sqs_safe(f.reason.as_str(), 256)),
         ("qp_error", sqs_safe(&f.error, 1024)),
         ("qp_failed_records", f.failed.to_string()),
         ("qp_source_message_id", sqs_safe(message_id, 256)),
@@ -184,39 +185,6 @@ pub fn sqs_safe(s: &str, max: usize) -> String {
         .collect()
 }
 
-/// Long-poll wait for receives: 20 s (the SQS maximum), or the idle timeout if shorter, so the
-/// worker notices an empty queue in time.
-pub fn poll_wait(idle_timeout: Duration) -> Duration {
-    Duration::from_secs(idle_timeout.as_secs().min(20))
-}
-
-/// Tracks how long the queue has been empty. A poll that returned nothing while no message was in
-/// work starts (or continues) the idle period from the moment that poll began; any message ends
-/// it.
-#[derive(Clone, Debug, Default)]
-pub struct IdleClock {
-    since: Option<Instant>,
-}
-
-impl IdleClock {
-    /// Records a poll's result; returns true once the queue has been empty for `timeout`.
-    pub fn on_poll(
-        &mut self,
-        got_messages: bool,
-        poll_started: Instant,
-        in_flight: usize,
-        now: Instant,
-        timeout: Duration,
-    ) -> bool {
-        if got_messages || in_flight > 0 {
-            self.since = None;
-            return false;
-        }
-        let since = *self.since.get_or_insert(poll_started);
-        now.saturating_duration_since(since) >= timeout
-    }
-}
-
 /// Whether a message visible again at `visible_at` is due for a heartbeat: half of the visibility
 /// timeout `vt` or less remains.
 pub fn heartbeat_due(visible_at: Instant, now: Instant, vt: Duration) -> bool {
@@ -227,7 +195,7 @@ pub fn heartbeat_due(visible_at: Instant, now: Instant, vt: Duration) -> bool {
 mod tests {
     use super::*;
 
-    fn perm(key: &str, reason: &'static str) -> RecordOutcome {
+    fn perm(key: &str, reason: FailureReason) -> RecordOutcome {
         RecordOutcome::Permanent {
             key: key.into(),
             reason,
@@ -254,7 +222,7 @@ mod tests {
             for o in [
                 vec![transient("a")],
                 vec![Done, transient("b")],
-                vec![perm("a", "truncated"), transient("b")],
+                vec![perm("a", FailureReason::Truncated), transient("b")],
             ] {
                 match decide(&records(o.clone()), dlq) {
                     Action::Leave {
@@ -273,11 +241,11 @@ mod tests {
         }
         let bad = records(vec![
             Done,
-            perm("b/x.jpg", "not_image"),
-            perm("c", "truncated"),
+            perm("b/x.jpg", FailureReason::NotImage),
+            perm("c", FailureReason::Truncated),
         ]);
         let expected = Failure {
-            reason: "not_image",
+            reason: FailureReason::NotImage,
             error: "not_image error".into(),
             key: Some("b/x.jpg".into()),
             failed: 2,
@@ -293,7 +261,7 @@ mod tests {
         let body = MessageResult::BadBody(EventError::Unrecognized);
         match decide(&body, true) {
             Action::DeadLetter(f) => {
-                assert_eq!((f.reason, f.key, f.failed), ("bad_body", None, 1));
+                assert_eq!((f.reason.as_str(), f.key, f.failed), ("bad_body", None, 1));
             }
             other => panic!("{other:?}"),
         }
@@ -372,7 +340,7 @@ mod tests {
         assert_eq!(sqs_safe("a\u{1}b\u{FFFE}ü😀", 100), "a\u{FFFD}b\u{FFFD}ü😀");
         assert_eq!(sqs_safe("abcdef", 3), "abc");
         let f = Failure {
-            reason: "truncated",
+            reason: FailureReason::Truncated,
             error: "x".repeat(5000),
             key: Some("k".into()),
             failed: 1,
@@ -383,33 +351,6 @@ mod tests {
         assert_eq!(get("qp_error").map(str::len), Some(1024));
         assert_eq!(get("qp_key"), Some("k"));
         assert_eq!(get("qp_source_message_id"), Some("m-1"));
-    }
-
-    #[test]
-    fn poll_wait_follows_a_short_idle_timeout() {
-        assert_eq!(poll_wait(Duration::from_secs(600)), Duration::from_secs(20));
-        assert_eq!(poll_wait(Duration::from_secs(3)), Duration::from_secs(3));
-        assert_eq!(poll_wait(Duration::ZERO), Duration::ZERO);
-    }
-
-    #[test]
-    fn idle_needs_an_empty_queue_for_the_whole_timeout() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs;
-        let timeout = s(10);
-        let mut c = IdleClock::default();
-        // First empty poll (t0..t0+4): not yet.
-        assert!(!c.on_poll(false, t0, 0, t0 + s(4), timeout));
-        // Messages at t0+5 reset it.
-        assert!(!c.on_poll(true, t0 + s(4), 0, t0 + s(5), timeout));
-        assert!(!c.on_poll(false, t0 + s(5), 0, t0 + s(9), timeout));
-        // Work in flight holds it off even if polls are empty.
-        assert!(!c.on_poll(false, t0 + s(9), 3, t0 + s(16), timeout));
-        assert!(!c.on_poll(false, t0 + s(16), 0, t0 + s(20), timeout));
-        assert!(c.on_poll(false, t0 + s(20), 0, t0 + s(26), timeout));
-        // A zero timeout exits on the first empty poll.
-        let mut c = IdleClock::default();
-        assert!(c.on_poll(false, t0, 0, t0, Duration::ZERO));
     }
 
     #[test]

@@ -112,9 +112,9 @@ pub fn emf_line(queue: &str, w: &Window, timestamp_ms: u128) -> String {
     )
 }
 
-/// Prints a window as an EMF line on stdout (errors ignored: metrics never stop the work).
-pub fn emit(queue: &str, w: &Window) {
-    crate::metrics::print(&[emf_line(queue, w, crate::metrics::now_ms())]);
+/// Writes a window as an EMF line.
+pub fn emit(sink: &crate::metrics::Sink, queue: &str, w: &Window) {
+    sink.write(&[emf_line(queue, w, crate::metrics::now_ms())]);
 }
 
 pub use crate::metrics::queue_name;

@@ -2,12 +2,12 @@
 //! pool, PUT every output; finally decide and act (delete, dead-letter, leave).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::ack::AckOp;
+use super::cpu_pool::CpuPool;
 use super::decide::{
     self, Action, MessageResult, RecordOutcome, dlq_attributes, header_safe, output_key,
 };
@@ -17,61 +17,9 @@ use crate::aws::s3::{Fetched, ObjectStore, PutRequest, S3Error, S3ErrorKind};
 use crate::aws::sqs::{Message, Queue};
 use crate::config::work::WorkConfig;
 use crate::event::{self, Body, ObjectRef};
-use crate::image::{self, ImageError, ResizeSpec, Resized};
-
-/// The decode/resize/encode threads: exactly `cpus` of them, so a 1-vCPU task runs one.
-///
-/// Plain threads on a channel rather than rayon: between images rayon's idle workers spin on
-/// `sched_yield` (~35 calls per image in `bench/work.sh`), CPU a worker that waits on the
-/// network half the time pays for nothing. An idle thread here sleeps in `recv`.
-pub struct CpuPool {
-    jobs: std::sync::mpsc::Sender<Job>,
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-impl CpuPool {
-    pub fn new(threads: usize) -> anyhow::Result<CpuPool> {
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        for i in 0..threads.max(1) {
-            let rx = rx.clone();
-            std::thread::Builder::new()
-                .name(format!("qp-cpu-{i}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only while waiting, never while working.
-                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(job) = job else { return };
-                        // image::process catches its own panics; this is the last line of
-                        // defence, keeping the thread for the next image.
-                        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
-                            tracing::error!("panic on a CPU thread");
-                        }
-                    }
-                })?;
-        }
-        // The threads end when the pool (the only sender) is dropped.
-        Ok(CpuPool { jobs })
-    }
-
-    /// Runs the image core on a pool thread.
-    pub async fn process(
-        &self,
-        data: Vec<u8>,
-        spec: Arc<ResizeSpec>,
-    ) -> Result<Vec<Resized>, ImageError> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(image::process(&data, &spec));
-        });
-        if self.jobs.send(job).is_err() {
-            return Err(ImageError::Internal("the CPU threads are gone".into()));
-        }
-        rx.await
-            .unwrap_or_else(|_| Err(ImageError::Internal("the CPU thread died".into())))
-    }
-}
+use crate::image::ResizeSpec;
+use crate::metrics::Sink;
+use crate::reason::FailureReason;
 
 /// Everything a message task needs, shared.
 pub struct Ctx<S, Q> {
@@ -88,6 +36,7 @@ pub struct Ctx<S, Q> {
     /// Turns true at shutdown: messages not started yet are released instead.
     pub stop: watch::Receiver<bool>,
     pub queue_name: String,
+    pub metrics: Sink,
 }
 
 /// Processes one message held under `token`, and acts on the result. `_slot` (the receive
@@ -202,7 +151,7 @@ async fn process_object<S: ObjectStore, Q: Queue>(
         }
         RecordOutcome::Permanent { reason, error, .. } => {
             tracing::warn!(
-                bucket = %obj.bucket, key = %obj.key, outcome = "failed", reason,
+                bucket = %obj.bucket, key = %obj.key, outcome = "failed", reason = reason.as_str(),
                 latency_ms = (latency_ms * 10.0).round() / 10.0, bytes_in,
                 "{}/{}: {error}", obj.bucket, obj.key
             );
@@ -210,7 +159,8 @@ async fn process_object<S: ObjectStore, Q: Queue>(
         }
         RecordOutcome::Transient { error, .. } => {
             tracing::warn!(
-                bucket = %obj.bucket, key = %obj.key, outcome = "retry", reason = "transient",
+                bucket = %obj.bucket, key = %obj.key, outcome = "retry",
+                reason = FailureReason::Transient.as_str(),
                 latency_ms = (latency_ms * 10.0).round() / 10.0, bytes_in,
                 "{}/{}: {error}", obj.bucket, obj.key
             );
@@ -218,7 +168,7 @@ async fn process_object<S: ObjectStore, Q: Queue>(
         }
     };
     if let Some(w) = ctx.stats.record(counted, latency, bytes_in, bytes_out) {
-        metrics::emit(&ctx.queue_name, &w);
+        metrics::emit(&ctx.metrics, &ctx.queue_name, &w);
     }
     outcome
 }
@@ -292,9 +242,9 @@ async fn fetch<S: ObjectStore, Q: Queue>(
 
 fn s3_outcome(obj: &ObjectRef, e: S3Error) -> RecordOutcome {
     let reason = match e.kind {
-        S3ErrorKind::NotFound => "object_gone",
-        S3ErrorKind::TooLarge => "object_too_large",
-        S3ErrorKind::Archived => "object_archived",
+        S3ErrorKind::NotFound => FailureReason::ObjectGone,
+        S3ErrorKind::TooLarge => FailureReason::ObjectTooLarge,
+        S3ErrorKind::Archived => FailureReason::ObjectArchived,
         S3ErrorKind::Transient => {
             return RecordOutcome::Transient {
                 key: obj.key.clone(),
@@ -334,7 +284,7 @@ async fn settle<S: ObjectStore, Q: Queue>(
             match sent {
                 Ok(()) => {
                     tracing::warn!(
-                        message_id = %msg.id, reason = failure.reason,
+                        message_id = %msg.id, reason = failure.reason.as_str(),
                         key = failure.key.as_deref().unwrap_or(""), failed_records = failure.failed,
                         "dead-lettered: {}", failure.error
                     );
@@ -346,7 +296,7 @@ async fn settle<S: ObjectStore, Q: Queue>(
                     }
                 }
                 Err(e) => tracing::error!(
-                    message_id = %msg.id, reason = failure.reason,
+                    message_id = %msg.id, reason = failure.reason.as_str(),
                     "could not send to the DLQ, the message will come back: {e}"
                 ),
             }
@@ -355,7 +305,7 @@ async fn settle<S: ObjectStore, Q: Queue>(
             ctx.tracker.remove(token);
             if permanent {
                 tracing::warn!(
-                    message_id = %msg.id, reason = failure.reason, receive_count = msg.receive_count,
+                    message_id = %msg.id, reason = failure.reason.as_str(), receive_count = msg.receive_count,
                     key = failure.key.as_deref().unwrap_or(""),
                     "permanent failure and no QP_DLQ_URL: left for the queue's redrive policy: {}",
                     failure.error
@@ -370,6 +320,3 @@ async fn settle<S: ObjectStore, Q: Queue>(
         }
     }
 }
-
-/// A long enough pause for the caller's retry loops.
-pub const RECEIVE_BACKOFF_MAX: Duration = Duration::from_secs(20);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::aws::s3::{Fetched, PutRequest, S3Error, S3ErrorKind};
-use crate::aws::sqs::{EntryFailure, QueueError};
+use crate::aws::sqs::{EntryFailure, Message, QueueError, Receipt};
 use crate::cli::{Cli, Command};
 use clap::Parser;
 
@@ -282,6 +282,8 @@ async fn run_with(
         Shared(store.clone()),
         Shared(queue.clone()),
         with_dlq.then(|| Shared(dlq.clone())),
+        // Through the test harness, which captures what `println!` writes.
+        Sink::new(|lines| lines.iter().for_each(|l| println!("{l}"))),
         shutdown,
     )
     .await
@@ -548,32 +550,4 @@ async fn the_idle_timeout_waits_for_a_quiet_queue() {
     // The exit waits for the polls to come back: a poll cut at exit could strand messages SQS
     // had just handed it, invisible for a whole visibility timeout.
     assert_eq!(r.queue.cut_polls.load(Ordering::SeqCst), 0);
-}
-
-#[tokio::test]
-async fn tracker_registers_and_releases() {
-    let t = tracker::Tracker::default();
-    let r = |id: &str| Receipt {
-        id: id.into(),
-        handle: format!("h-{id}"),
-    };
-    let now = Instant::now();
-    let a = t.add(r("a"), now, Duration::from_secs(10));
-    let b = t.add(r("a"), now, Duration::from_secs(10));
-    assert_ne!(a, b, "the same message twice gets two tokens");
-    t.mark_started(a);
-    assert_eq!(t.started(a), Some(true));
-    assert_eq!(t.started(b), Some(false));
-    assert_eq!(t.remove(a).unwrap().id, "a");
-    assert!(t.remove(a).is_none());
-    assert_eq!(t.drain().len(), 1);
-    assert!(t.is_empty());
-    assert_eq!(
-        tracker::tick(Duration::from_secs(1)),
-        Duration::from_millis(250)
-    );
-    assert_eq!(
-        tracker::tick(Duration::from_secs(3600)),
-        Duration::from_secs(5)
-    );
 }

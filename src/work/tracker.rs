@@ -99,11 +99,6 @@ impl Tracker {
             h.lost = true;
         }
     }
-
-    #[cfg(test)]
-    pub fn started(&self, token: u64) -> Option<bool> {
-        self.lock().get(&token).map(|h| h.started)
-    }
 }
 
 /// How often the heartbeat looks: a quarter of the visibility timeout, between 100 ms and 5 s.
@@ -150,5 +145,36 @@ pub async fn heartbeat<Q: Queue>(
                 Err(e) => tracing::warn!("heartbeat: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(t: &Tracker, token: u64) -> Option<bool> {
+        t.lock().get(&token).map(|h| h.started)
+    }
+
+    #[tokio::test]
+    async fn tracker_registers_and_releases() {
+        let t = Tracker::default();
+        let r = |id: &str| Receipt {
+            id: id.into(),
+            handle: format!("h-{id}"),
+        };
+        let now = Instant::now();
+        let a = t.add(r("a"), now, Duration::from_secs(10));
+        let b = t.add(r("a"), now, Duration::from_secs(10));
+        assert_ne!(a, b, "the same message twice gets two tokens");
+        t.mark_started(a);
+        assert_eq!(started(&t, a), Some(true));
+        assert_eq!(started(&t, b), Some(false));
+        assert_eq!(t.remove(a).unwrap().id, "a");
+        assert!(t.remove(a).is_none());
+        assert_eq!(t.drain().len(), 1);
+        assert!(t.is_empty());
+        assert_eq!(tick(Duration::from_secs(1)), Duration::from_millis(250));
+        assert_eq!(tick(Duration::from_secs(3600)), Duration::from_secs(5));
     }
 }

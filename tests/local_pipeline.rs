@@ -7,37 +7,29 @@
 //! workers have exited by themselves, then a last tick that must launch nothing. Exits 0 only if
 //! every good image is in the destination at the right size and every bad one is in the DLQ.
 //!
-//! It shares its harness with the failure drills in tests/drills.rs.
+//! A test of the integration binary that only `scripts/local-pipeline` runs (it is ignored
+//! otherwise: minutes of work), sharing its harness with the failure drills in tests/drills.rs.
+//! The script passes its options as `QP_LOCAL_COPIES` and `QP_LOCAL_TICK_SECS`.
 
-#[path = "../tests/lambda_api.rs"]
-mod lambda_api;
-#[path = "../tests/pipeline.rs"]
-mod pipeline;
-#[path = "../tests/util.rs"]
-mod util;
-
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use pipeline::{Cloud, CloudOptions, Fargate, Lambda, run_until_drained, upload_corpus, verify};
+use crate::pipeline::{
+    Cloud, CloudOptions, Fargate, Lambda, run_until_drained, upload_corpus, verify,
+};
 
-fn main() -> ExitCode {
-    let mut copies = 50usize;
-    let mut tick = 3u64;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().and_then(|v| v.parse().ok());
-        match (arg.as_str(), value) {
-            ("--copies", Some(n)) => copies = n as usize,
-            ("--tick-secs", Some(n)) => tick = n,
-            _ => {
-                eprintln!(
-                    "usage: local-pipeline [--copies N (default 50)] [--tick-secs S (default 3)]"
-                );
-                return ExitCode::from(2);
-            }
-        }
-    }
+/// `name`'s whole-number value, or `default` when unset.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}: '{v}' is not a whole number"))
+    })
+}
+
+#[test]
+#[ignore = "minutes long: scripts/local-pipeline runs it"]
+fn local_pipeline() {
+    let copies = setting("QP_LOCAL_COPIES", 50) as usize;
+    let tick = setting("QP_LOCAL_TICK_SECS", 3);
     let started = Instant::now();
     println!("starting moto and creating the resources terraform creates ...");
     let cloud = Cloud::create(CloudOptions::default());
@@ -86,9 +78,5 @@ fn main() -> ExitCode {
         started.elapsed().as_secs_f64(),
         if ok { "OK" } else { "FAILED" }
     );
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    assert!(ok, "the local pipeline failed (see above)");
 }
