@@ -205,17 +205,21 @@ fn assert_own_decoder_takes(name: &str, jpeg: &[u8]) {
     }
 }
 
+/// Where each SOS marker starts.
+fn scan_starts(jpeg: &[u8]) -> Vec<usize> {
+    jpeg.windows(2)
+        .enumerate()
+        .filter(|(_, w)| *w == [0xFF, 0xDA])
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// A progressive file with a scan taken out or damaged gets libjpeg-turbo's verdict at every
 /// scale, whichever decoder the scale picks.
 #[test]
 fn damaged_progressive_files_get_one_verdict() {
     let prog = cjpeg(&["-progressive", "-quality", "90"]);
-    let sos: Vec<usize> = prog
-        .windows(2)
-        .enumerate()
-        .filter(|(_, w)| *w == [0xFF, 0xDA])
-        .map(|(i, _)| i)
-        .collect();
+    let sos = scan_starts(&prog);
     assert!(
         sos.len() >= 8,
         "cjpeg -progressive wrote {} scans",
@@ -368,12 +372,7 @@ fn truncated_data_is_truncated_at_every_scale() {
     // A progressive file cut exactly between two scans: every scan there is complete, but
     // the picture is not.
     let prog = cjpeg(&["-progressive"]);
-    let sos: Vec<usize> = prog
-        .windows(2)
-        .enumerate()
-        .filter(|(_, w)| *w == [0xFF, 0xDA])
-        .map(|(i, _)| i)
-        .collect();
+    let sos = scan_starts(&prog);
     refused_everywhere(
         "progressive cut between scans",
         &prog[..sos[sos.len() / 2]],

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::progressive::Band;
+use super::progressive::{Band, BlockCoefs};
 
 /// Bits looked up at once for one Huffman code plus its extra bits.
 const FAST_BITS: u32 = 10;
@@ -527,10 +527,9 @@ impl<'a> Bits<'a> {
         t: &AcTable,
         band: &Band,
         eob: &mut i32,
-        nonzero: &mut u64,
-        kept: &mut [i16],
-        map: &[u8; 128],
+        block: BlockCoefs,
     ) -> Option<()> {
+        let BlockCoefs { nonzero, kept, map } = block;
         if *eob > 0 {
             *eob -= 1;
             return Some(());
@@ -590,10 +589,9 @@ impl<'a> Bits<'a> {
         t: &AcTable,
         band: &Band,
         eob: &mut i32,
-        nonzero: &mut u64,
-        kept: &mut [i16],
-        map: &[u8; 128],
+        block: BlockCoefs,
     ) -> Option<()> {
+        let BlockCoefs { nonzero, kept, map } = block;
         let p1 = 1i16 << band.al;
         // The band from zigzag index `from` on.
         let band_from =

@@ -42,12 +42,22 @@ impl Band {
     }
 }
 
+/// One block's share of [`Coefs`], as a scan updates it.
+pub(super) struct BlockCoefs<'a> {
+    /// The reduced block's coefficients, row-major.
+    pub(super) kept: &'a mut [i16],
+    /// Bit `k` set where zigzag coefficient `k` is nonzero.
+    pub(super) nonzero: &'a mut u64,
+    /// Where each zigzag index lands in `kept` (past its end: not kept).
+    pub(super) map: &'a [u8; 128],
+}
+
 /// A progressive component's coefficients.
 pub(super) struct Coefs {
     /// Side of the reduced block.
     n: usize,
     /// Where each zigzag index lands in the reduced block (see [`zigzag_map`]).
-    pub(super) map: [u8; 128],
+    map: [u8; 128],
     /// The reduced block's quantized coefficients, row-major, `n * n` per block.
     kept: Vec<i16>,
     /// Per block, bit `k` set where zigzag coefficient `k` is nonzero.
@@ -91,12 +101,13 @@ impl Coefs {
 
     /// Block `i`'s kept coefficients and nonzero bits.
     #[inline(always)]
-    pub(super) fn block(&mut self, i: usize) -> Option<(&mut [i16], &mut u64)> {
+    pub(super) fn block(&mut self, i: usize) -> Option<BlockCoefs<'_>> {
         let nn = self.n * self.n;
-        Some((
-            self.kept.get_mut(i * nn..(i + 1) * nn)?,
-            self.nonzero.get_mut(i)?,
-        ))
+        Some(BlockCoefs {
+            kept: self.kept.get_mut(i * nn..(i + 1) * nn)?,
+            nonzero: self.nonzero.get_mut(i)?,
+            map: &self.map,
+        })
     }
 
     /// The component's samples at its scale, `bw * n` wide, as a sequential scan leaves

@@ -397,7 +397,7 @@ impl Decoder {
                 scan.iter().map(|s| self.dc_tables[s.td].as_ref()).collect();
             run_scan(bits, geom, scan, |bits, pred, sc, bx, by| {
                 let (coefs, bw) = &mut targets[sc];
-                let (kept, _) = coefs.block(by * *bw + bx)?;
+                let kept = coefs.block(by * *bw + bx)?.kept;
                 bits.ensure();
                 if band.ah == 0 {
                     // libjpeg keeps the predictor as an int and stops where it overflows.
@@ -411,14 +411,14 @@ impl Decoder {
         } else {
             let table = self.ac_tables[scan[0].ta].as_deref()?;
             let (coefs, bw) = &mut targets[0];
-            let (map, bw) = (coefs.map, *bw);
+            let bw = *bw;
             // The scan state reset at restarts is the end-of-band run here.
             run_scan(bits, geom, scan, |bits, eob, _, bx, by| {
-                let (kept, nonzero) = coefs.block(by * bw + bx)?;
+                let block = coefs.block(by * bw + bx)?;
                 if band.ah == 0 {
-                    bits.ac_first(table, &band, eob, nonzero, kept, &map)
+                    bits.ac_first(table, &band, eob, block)
                 } else {
-                    bits.ac_refine(table, &band, eob, nonzero, kept, &map)
+                    bits.ac_refine(table, &band, eob, block)
                 }
             })
         };
