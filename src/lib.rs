@@ -22,7 +22,8 @@
 //! - [`logging`]: tracing set-up (JSON for CloudWatch, text on a terminal).
 //! - [`metrics`]: the names of the CloudWatch metrics qp emits (EMF), which the dashboard draws.
 
-// No `unsafe` in the library but the AVX2 dispatch (`image::scaled::simd`, which allows it);
+// No `unsafe` in the library but the AVX2 dispatch (`image::scaled::simd`) and the two C
+// bindings (`image::turbo` for libjpeg-turbo, `image::webp` for libwebp), which allow it;
 // the allocator in `src/main.rs` belongs to the binary, a crate of its own.
 #![deny(unsafe_code)]
 

@@ -21,7 +21,7 @@
 //! coefficients nobody needs a table that skips several of them in one step. The 4x4 IDCT
 //! runs on batches of blocks so that it vectorizes; it and the colour conversion are
 //! compiled twice, for the x86-64 baseline and for AVX2, picked at run time
-//! ([`simd`]), which holds the only `unsafe`: calling the AVX2 copies.
+//! ([`simd`]), which holds the decoder's only `unsafe`: calling the AVX2 copies.
 //!
 //! Laid out as decoders usually are: [`marker`] finds markers and segments and reads the
 //! header; [`scan`] holds the decoder, which acts on each segment and walks each scan's
