@@ -415,11 +415,10 @@ impl<'a> Bits<'a> {
         Some(extend(self.take(s), s))
     }
 
-    /// Skips AC coefficients from zigzag index `k` to `end` (64, or the end of a
-    /// progressive band, exclusive). Returns how many further blocks the band's
-    /// end-of-band run covers (always 0: sequential files have no runs).
+    /// Skips a sequential block's AC coefficients from zigzag index `k` to `end`
+    /// (exclusive).
     #[inline(always)]
-    fn skip_ac(&mut self, t: &AcTable, mut k: u32, end: u32) -> Option<u32> {
+    fn skip_ac(&mut self, t: &AcTable, mut k: u32, end: u32) -> Option<()> {
         loop {
             // The hot loop makes no calls, so that the bit buffer stays in registers; it
             // leaves for the slow refill, long codes, and the end of a block without EOB.
@@ -441,7 +440,7 @@ impl<'a> Bits<'a> {
             };
             *self = b;
             if done {
-                return Some(0);
+                return Some(());
             }
             self.ensure();
             let sym = self.symbol(&t.codes)?;
@@ -450,7 +449,7 @@ impl<'a> Bits<'a> {
                 // As libjpeg's sequential decoder: every R/0 symbol but ZRL ends the block,
                 // with no extra bits (EOBn runs exist only in progressive scans).
                 if run != 15 {
-                    return Some(0);
+                    return Some(());
                 }
                 k += 16;
             } else {
@@ -458,14 +457,14 @@ impl<'a> Bits<'a> {
                 k += run + 1;
             }
             if k >= end {
-                return Some(0);
+                return Some(());
             }
         }
     }
 
     /// Decodes AC coefficients from zigzag index `k` to `end` (exclusive), keeping those of
     /// the top-left `N`x`N` (quantized, row-major, in lane `lane` of `blk`) and skipping the
-    /// rest. Returns the end-of-band run as `skip_ac` does.
+    /// rest.
     #[inline(always)]
     pub(super) fn ac<const N: usize, const L: usize>(
         &mut self,
@@ -474,7 +473,7 @@ impl<'a> Bits<'a> {
         lane: usize,
         mut k: u32,
         end: u32,
-    ) -> Option<u32> {
+    ) -> Option<()> {
         let lane = lane % L;
         let map = const { zigzag_map(N) };
         let last = const { last_kept(N) }.min(end - 1);
@@ -501,7 +500,7 @@ impl<'a> Bits<'a> {
                 // As libjpeg's sequential decoder: every R/0 symbol but ZRL ends the block,
                 // with no extra bits (EOBn runs exist only in progressive scans).
                 if run != 15 {
-                    return Some(0);
+                    return Some(());
                 }
                 k += 16;
                 continue;
@@ -514,7 +513,7 @@ impl<'a> Bits<'a> {
         if k < end {
             self.skip_ac(t, k, end)
         } else {
-            Some(0)
+            Some(())
         }
     }
 
@@ -527,9 +526,8 @@ impl<'a> Bits<'a> {
         t: &AcTable,
         band: &Band,
         eob: &mut i32,
-        block: BlockCoefs,
+        mut block: BlockCoefs,
     ) -> Option<()> {
-        let BlockCoefs { nonzero, kept, map } = block;
         if *eob > 0 {
             *eob -= 1;
             return Some(());
@@ -567,14 +565,8 @@ impl<'a> Bits<'a> {
                 }
             };
             k += r;
-            // As libjpeg: a 16-bit coefficient, and a run past the band's end lands on the
-            // last coefficient (its zigzag table is padded with 63s).
-            let v = ((v as u32) << band.al) as i16;
-            let pos = k.min(63);
-            *nonzero = (*nonzero & !(1 << pos)) | u64::from(v != 0) << pos;
-            if let Some(slot) = kept.get_mut(usize::from(map[pos as usize])) {
-                *slot = v;
-            }
+            // As libjpeg: a 16-bit coefficient.
+            block.set(k, ((v as u32) << band.al) as i16);
             k += 1;
         }
         Some(())
@@ -589,9 +581,8 @@ impl<'a> Bits<'a> {
         t: &AcTable,
         band: &Band,
         eob: &mut i32,
-        block: BlockCoefs,
+        mut block: BlockCoefs,
     ) -> Option<()> {
-        let BlockCoefs { nonzero, kept, map } = block;
         let p1 = 1i16 << band.al;
         // The band from zigzag index `from` on.
         let band_from =
@@ -617,7 +608,8 @@ impl<'a> Bits<'a> {
                 }
                 // Past `r` zero coefficients (ZRL: 16) to the next zero, or the band's end,
                 // with a correction bit for each nonzero one on the way.
-                let mut zeros = !*nonzero & band_from(k);
+                let nonzero = *block.nonzero;
+                let mut zeros = !nonzero & band_from(k);
                 for _ in 0..r {
                     zeros &= zeros.wrapping_sub(1);
                 }
@@ -626,21 +618,17 @@ impl<'a> Bits<'a> {
                 } else {
                     zeros.trailing_zeros()
                 };
-                self.corrections(*nonzero & band_from(k) & !band_from(stop), p1, kept, map);
+                self.corrections(nonzero & band_from(k) & !band_from(stop), p1, &mut block);
                 k = stop;
                 if new != 0 {
-                    let pos = k.min(63);
-                    *nonzero |= 1 << pos;
-                    if let Some(slot) = kept.get_mut(usize::from(map[pos as usize])) {
-                        *slot = new;
-                    }
+                    block.set(k, new);
                 }
                 k += 1;
             }
         }
         if *eob > 0 {
             // The rest of the band holds no new coefficient.
-            self.corrections(*nonzero & band_from(k), p1, kept, map);
+            self.corrections(*block.nonzero & band_from(k), p1, &mut block);
             *eob -= 1;
         }
         Some(())
@@ -649,17 +637,24 @@ impl<'a> Bits<'a> {
     /// A correction bit for each coefficient in `todo` (nonzero ones, read in zigzag order):
     /// applied to those inside the reduced block, skipped for the rest.
     #[inline(always)]
-    fn corrections(&mut self, mut todo: u64, p1: i16, kept: &mut [i16], map: &[u8; 128]) {
+    fn corrections(&mut self, mut todo: u64, p1: i16, block: &mut BlockCoefs) {
         let mut skip = 0;
         while todo != 0 {
             let at = todo.trailing_zeros();
             todo &= todo - 1;
-            if usize::from(map[at as usize]) < kept.len() {
-                self.skip_bits(skip);
-                skip = 0;
-                self.correct(at, p1, kept, map);
-            } else {
+            let Some(v) = block.kept_at(at) else {
                 skip += 1;
+                continue;
+            };
+            self.skip_bits(skip);
+            skip = 0;
+            self.ensure();
+            if self.take(1) != 0 && *v & p1 == 0 {
+                *v = if *v >= 0 {
+                    v.wrapping_add(p1)
+                } else {
+                    v.wrapping_sub(p1)
+                };
             }
         }
         self.skip_bits(skip);
@@ -673,22 +668,6 @@ impl<'a> Bits<'a> {
             let step = n.min(32);
             self.consume(step);
             n -= step;
-        }
-    }
-
-    /// Reads the correction bit of nonzero coefficient `k` and applies it where it is kept.
-    #[inline(always)]
-    fn correct(&mut self, k: u32, p1: i16, kept: &mut [i16], map: &[u8; 128]) {
-        self.ensure();
-        if self.take(1) != 0
-            && let Some(v) = kept.get_mut(usize::from(map[k.min(63) as usize]))
-            && *v & p1 == 0
-        {
-            *v = if *v >= 0 {
-                v.wrapping_add(p1)
-            } else {
-                v.wrapping_sub(p1)
-            };
         }
     }
 

@@ -52,6 +52,25 @@ pub(super) struct BlockCoefs<'a> {
     pub(super) map: &'a [u8; 128],
 }
 
+impl BlockCoefs<'_> {
+    /// Coefficient `k` (zigzag) where the reduced block keeps it.
+    #[inline(always)]
+    pub(super) fn kept_at(&mut self, k: u32) -> Option<&mut i16> {
+        self.kept.get_mut(usize::from(self.map[k as usize]))
+    }
+
+    /// Sets coefficient `k` to `v`. As libjpeg: a run past the band's end lands on the last
+    /// coefficient (its zigzag table is padded with 63s).
+    #[inline(always)]
+    pub(super) fn set(&mut self, k: u32, v: i16) {
+        let k = k.min(63);
+        *self.nonzero = (*self.nonzero & !(1 << k)) | u64::from(v != 0) << k;
+        if let Some(slot) = self.kept_at(k) {
+            *slot = v;
+        }
+    }
+}
+
 /// A progressive component's coefficients.
 pub(super) struct Coefs {
     /// Side of the reduced block.

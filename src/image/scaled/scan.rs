@@ -334,18 +334,29 @@ impl Decoder {
             let p = &b[1 + 2 * ns..];
             let band = Band::new(p[0], p[1], p[2], ns)?;
             self.progressive_scan(&mut bits, &geom, &scan, band)?;
-            if bits.overran() {
-                return None;
-            }
-            return Some(find_marker_after_scan(data, bits.pos)?.1);
+        } else {
+            self.sequential_scan(&mut bits, &geom, &scan)?;
         }
-        for s in &scan {
+        if bits.overran() {
+            return None;
+        }
+        Some(find_marker_after_scan(data, bits.pos)?.1)
+    }
+
+    /// Decodes one scan of a sequential frame straight into its components' planes.
+    fn sequential_scan(
+        &mut self,
+        bits: &mut Bits,
+        geom: &ScanGeom,
+        scan: &[ScanComp],
+    ) -> Option<()> {
+        for s in scan {
             self.dc_table(s.td)?;
             self.ac_table(s.ta)?;
         }
         let frame = self.frame.as_mut()?;
-        let mut ctx = Vec::with_capacity(ns);
-        for s in &scan {
+        let mut ctx = Vec::with_capacity(scan.len());
+        for s in scan {
             let c = &mut frame.comps[s.ci];
             let q = c.q?;
             let sink = Sink::new(c.n, c.bw * c.n, std::mem::take(&mut c.plane), &q);
@@ -356,15 +367,11 @@ impl Decoder {
             });
             c.done = true;
         }
-        let ok = decode_baseline(&mut bits, &geom, &scan, &mut ctx);
+        let ok = decode_baseline(bits, geom, scan, &mut ctx);
         for (s, c) in scan.iter().zip(ctx) {
             frame.comps[s.ci].plane = c.sink.plane;
         }
-        ok?;
-        if bits.overran() {
-            return None;
-        }
-        Some(find_marker_after_scan(data, bits.pos)?.1)
+        ok
     }
 
     /// Decodes one scan of a progressive frame into its components' coefficients.
