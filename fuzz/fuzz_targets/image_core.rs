@@ -9,6 +9,11 @@
 #[path = "../../src/image/mod.rs"]
 mod image;
 
+// The image core names its failures with the crate's reasons.
+#[allow(dead_code)]
+#[path = "../../src/reason.rs"]
+mod reason;
+
 use image::{Mode, ResizeSpec, Size};
 use libfuzzer_sys::fuzz_target;
 
