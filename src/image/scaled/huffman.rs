@@ -152,6 +152,50 @@ fn look_table(codes: &CodeList, bits: u32) -> Vec<(u32, u8)> {
     look
 }
 
+/// For `SELECT_IN_BYTE[j][b]`: the position of set bit `j` (from 0, lowest first) of
+/// byte `b`, 8 where it has fewer.
+const fn select_in_byte() -> [[u8; 256]; 8] {
+    let mut t = [[8u8; 256]; 8];
+    let mut b = 0;
+    while b < 256 {
+        let (mut bit, mut j) = (0, 0);
+        while bit < 8 {
+            if b >> bit & 1 != 0 {
+                t[j][b] = bit as u8;
+                j += 1;
+            }
+            bit += 1;
+        }
+        b += 1;
+    }
+    t
+}
+
+static SELECT_IN_BYTE: [[u8; 256]; 8] = select_in_byte();
+
+/// Position of set bit `r` (from 0, lowest first) of `x`; 64 where it has no more than
+/// `r`. Without a loop (Vigna's broadword select): the exit of a loop clearing `r` bits
+/// was the refinement scans' costliest mispredicted branch.
+#[inline(always)]
+fn select(x: u64, r: u32) -> u32 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut s = x - ((x >> 1) & 0x5555_5555_5555_5555);
+    s = (s & 0x3333_3333_3333_3333) + ((s >> 2) & 0x3333_3333_3333_3333);
+    s = (s + (s >> 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    // Byte i: the set bits of bytes 0..=i.
+    let sums = s.wrapping_mul(ONES);
+    // The bytes whose running count is still <= r: their number is the byte holding bit r.
+    let before = ((u64::from(r.min(64)) * ONES | HIGH) - sums) & HIGH;
+    let byte = ((before >> 7).wrapping_mul(ONES) >> 56) as u32;
+    if byte >= 8 {
+        return 64;
+    }
+    let place = byte * 8;
+    let rank = r - (((sums << 8) >> place) & 0xFF) as u32;
+    place + u32::from(SELECT_IN_BYTE[rank as usize & 7][((x >> place) & 0xFF) as usize])
+}
+
 /// Sign-extends `s` extra bits `v` into a coefficient value (JPEG's EXTEND).
 #[inline(always)]
 fn extend(v: i32, s: u32) -> i32 {
@@ -192,14 +236,34 @@ pub(super) struct AcTable {
     codes: Codes,
     fast: Box<[i32; 1 << FAST_BITS]>,
     skip: Box<[u16; 1 << SKIP_BITS]>,
+    /// Progressive scans' symbols, code and extra bits in one step: `value << 16 | s << 12
+    /// | r << 8 | length`. `value` is the coefficient for `s > 0`, the end-of-band run
+    /// (this block included) for EOBn, 0 for ZRL.
+    prog: Box<[i32; 1 << FAST_BITS]>,
 }
 
 impl AcTable {
     fn new(spec: &HuffSpec) -> Option<AcTable> {
         let (codes, list) = Codes::new(spec, 255)?;
         let mut fast = Box::new([0i32; 1 << FAST_BITS]);
+        let mut prog = Box::new([0i32; 1 << FAST_BITS]);
         for (i, (len, sym)) in codes.fast_entries() {
             let (run, s) = ((sym >> 4) as i32, sym & 15);
+            // EOBn's extra bits are its run length; ZRL has none.
+            let extra_bits = match (run, s) {
+                (15, 0) => 0,
+                (_, 0) => run as u32,
+                _ => s,
+            };
+            if len != 0 && len + extra_bits <= FAST_BITS {
+                let extra = (i as i32 >> (FAST_BITS - len - extra_bits)) & ((1 << extra_bits) - 1);
+                let value = match (run, s) {
+                    (15, 0) => 0,
+                    (_, 0) => (1 << run) + extra,
+                    _ => extend(extra, s),
+                };
+                prog[i] = value << 16 | (s as i32) << 12 | run << 8 | (len + extra_bits) as i32;
+            }
             if len == 0 || len + s > FAST_BITS {
                 continue;
             }
@@ -247,7 +311,12 @@ impl AcTable {
             // An entry that holds no whole symbol advances too far to be taken.
             *e = if chain == 0 { 127 << 6 } else { chain };
         }
-        Some(AcTable { codes, fast, skip })
+        Some(AcTable {
+            codes,
+            fast,
+            skip,
+            prog,
+        })
     }
 }
 
@@ -517,6 +586,25 @@ impl<'a> Bits<'a> {
         }
     }
 
+    /// A progressive scan's symbol and its extra bits: `(r, s, value)`, `value` as in
+    /// [`AcTable`]'s `prog`. Needs `ensure` first.
+    #[inline(always)]
+    fn prog_symbol(&mut self, t: &AcTable) -> Option<(u32, u32, i32)> {
+        let e = t.prog[self.peek::<FAST_BITS>()];
+        if e & 0xFF != 0 {
+            self.consume_entry(e as u32);
+            return Some((((e >> 8) & 15) as u32, ((e >> 12) & 15) as u32, e >> 16));
+        }
+        let sym = self.symbol(&t.codes)?;
+        let (r, s) = (sym >> 4, sym & 15);
+        let value = match (r, s) {
+            (15, 0) => 0,
+            (_, 0) => (1 << r) + self.take(r),
+            _ => extend(self.take(s), s),
+        };
+        Some((r, s, value))
+    }
+
     /// One block of a progressive AC first scan (libjpeg's `decode_mcu_AC_first`): the
     /// band's coefficients, scaled by the point transform, into `kept` where `map` places
     /// them inside the reduced block, and their nonzero bits into `nonzero`. `eob` is the
@@ -535,35 +623,15 @@ impl<'a> Bits<'a> {
         let mut k = band.ss;
         while k <= band.se {
             self.ensure();
-            // Code and extra bits in one step where the fast table has them.
-            let e = t.fast[self.peek::<FAST_BITS>()];
-            let (r, v) = if e & 0xFF != 0 {
-                self.consume_entry(e as u32);
-                let (advance, v) = (((e >> 8) & 0xFF) as u32, e >> 16);
-                match (advance, v) {
-                    (64, 0) => break,
-                    (16, 0) => {
-                        k += 16;
-                        continue;
-                    }
-                    _ => (advance - 1, v),
-                }
-            } else {
-                let sym = self.symbol(&t.codes)?;
-                let (r, s) = (sym >> 4, sym & 15);
-                if s != 0 {
-                    (r, extend(self.take(s), s))
-                } else if r == 15 {
+            let (r, s, v) = self.prog_symbol(t)?;
+            if s == 0 {
+                if r == 15 {
                     k += 16;
                     continue;
-                } else {
-                    *eob = (1 << r) - 1;
-                    if r != 0 {
-                        *eob += self.take(r);
-                    }
-                    break;
                 }
-            };
+                *eob = v - 1;
+                break;
+            }
             k += r;
             // As libjpeg: a 16-bit coefficient.
             block.set(k, ((v as u32) << band.al) as i16);
@@ -591,34 +659,33 @@ impl<'a> Bits<'a> {
         if *eob == 0 {
             while k <= band.se {
                 self.ensure();
-                let sym = self.symbol(&t.codes)?;
-                let (r, s) = (sym >> 4, sym & 15);
+                let (r, s, v) = self.prog_symbol(t)?;
                 let mut new = 0i16;
                 if s != 0 {
                     if s != 1 {
                         return None;
                     }
-                    new = if self.take(1) != 0 { p1 } else { -p1 };
+                    new = if v > 0 { p1 } else { -p1 };
                 } else if r != 15 {
-                    *eob = 1 << r;
-                    if r != 0 {
-                        *eob += self.take(r);
-                    }
+                    *eob = v;
                     break;
                 }
                 // Past `r` zero coefficients (ZRL: 16) to the next zero, or the band's end,
                 // with a correction bit for each nonzero one on the way.
-                let nonzero = *block.nonzero;
-                let mut zeros = !nonzero & band_from(k);
-                for _ in 0..r {
-                    zeros &= zeros.wrapping_sub(1);
-                }
-                let stop = if zeros == 0 {
-                    band.se + 1
-                } else {
-                    zeros.trailing_zeros()
-                };
-                self.corrections(nonzero & band_from(k) & !band_from(stop), p1, &mut block);
+                let zeros = !*block.nonzero & band_from(k);
+                let (stop, passed) =
+                    if (*block.nonzero >> k) & ((2 << r) - 1) == 0 && k + r <= band.se {
+                        // Most often no nonzero coefficient lies on the way.
+                        (k + r, 0)
+                    } else {
+                        match select(zeros, r) {
+                            // r zeros lie between k and stop, and nonzero coefficients the rest.
+                            stop @ 0..64 => (stop, stop - k - r),
+                            _ => (band.se + 1, band.se + 1 - k - zeros.count_ones()),
+                        }
+                    };
+                let todo = *block.nonzero & band_from(k) & !band_from(stop);
+                self.corrections(todo, passed, p1, &mut block);
                 k = stop;
                 if new != 0 {
                     block.set(k, new);
@@ -628,28 +695,32 @@ impl<'a> Bits<'a> {
         }
         if *eob > 0 {
             // The rest of the band holds no new coefficient.
-            self.corrections(*block.nonzero & band_from(k), p1, &mut block);
+            let todo = *block.nonzero & band_from(k);
+            self.corrections(todo, todo.count_ones(), p1, &mut block);
             *eob -= 1;
         }
         Some(())
     }
 
-    /// A correction bit for each coefficient in `todo` (nonzero ones, read in zigzag order):
-    /// applied to those inside the reduced block, skipped for the rest.
+    /// A correction bit for each coefficient in `todo` (nonzero ones, read in zigzag order;
+    /// `count` of them): applied to those inside the reduced block, skipped for the rest.
     #[inline(always)]
-    fn corrections(&mut self, mut todo: u64, p1: i16, block: &mut BlockCoefs) {
-        let mut skip = 0;
-        while todo != 0 {
-            let at = todo.trailing_zeros();
-            todo &= todo - 1;
-            let Some(v) = block.kept_at(at) else {
-                skip += 1;
-                continue;
-            };
-            self.skip_bits(skip);
-            skip = 0;
+    fn corrections(&mut self, mut todo: u64, count: u32, p1: i16, block: &mut BlockCoefs) {
+        let mut keep = todo & block.kept_mask;
+        if keep == 0 {
+            self.skip_bits(count);
+            return;
+        }
+        while keep != 0 {
+            let at = keep.trailing_zeros();
+            keep &= keep - 1;
+            self.skip_bits((todo & !(u64::MAX << at)).count_ones());
+            todo &= (u64::MAX << at) << 1;
             self.ensure();
-            if self.take(1) != 0 && *v & p1 == 0 {
+            if let Some(v) = block.kept_at(at)
+                && self.take(1) != 0
+                && *v & p1 == 0
+            {
                 *v = if *v >= 0 {
                     v.wrapping_add(p1)
                 } else {
@@ -657,7 +728,7 @@ impl<'a> Bits<'a> {
                 };
             }
         }
-        self.skip_bits(skip);
+        self.skip_bits(todo.count_ones());
     }
 
     /// Drops `n` bits (any number).
@@ -698,5 +769,43 @@ impl<'a> Bits<'a> {
         let diff = self.dc(dc)?;
         self.ac::<N, L>(ac, blk, lane, 1, 64)?;
         Some(diff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `select` against the obvious loop, for masks of every density and every run a
+    /// refinement symbol can ask for (ZRL's 15 and the 16th zero included).
+    #[test]
+    fn select_finds_the_rth_set_bit() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..20_000 {
+            // AND-ing draws together makes sparse masks, OR-ing dense ones.
+            let x = match i % 4 {
+                0 => next(),
+                1 => next() & next() & next(),
+                2 => next() | next(),
+                _ => next() & (u64::MAX << (i % 64)),
+            };
+            for r in 0..=16 {
+                let mut y = x;
+                for _ in 0..r {
+                    y &= y.wrapping_sub(1);
+                }
+                let want = if y == 0 { 64 } else { y.trailing_zeros() };
+                assert_eq!(select(x, r), want, "x {x:#x}, r {r}");
+            }
+        }
+        assert_eq!(select(0, 0), 64);
+        assert_eq!(select(u64::MAX, 63), 63);
+        assert_eq!(select(u64::MAX, 64), 64);
     }
 }

@@ -50,6 +50,8 @@ pub(super) struct BlockCoefs<'a> {
     pub(super) nonzero: &'a mut u64,
     /// Where each zigzag index lands in `kept` (past its end: not kept).
     pub(super) map: &'a [u8; 128],
+    /// Bit `k` set where zigzag coefficient `k` is kept.
+    pub(super) kept_mask: u64,
 }
 
 impl BlockCoefs<'_> {
@@ -77,6 +79,8 @@ pub(super) struct Coefs {
     n: usize,
     /// Where each zigzag index lands in the reduced block (see [`zigzag_map`]).
     map: [u8; 128],
+    /// Bit `k` set where zigzag coefficient `k` lands in the reduced block.
+    kept_mask: u64,
     /// The reduced block's quantized coefficients, row-major, `n * n` per block.
     kept: Vec<i16>,
     /// Per block, bit `k` set where zigzag coefficient `k` is nonzero.
@@ -88,9 +92,14 @@ pub(super) struct Coefs {
 
 impl Coefs {
     pub(super) fn new(blocks: usize, n: usize) -> Coefs {
+        let map = zigzag_map(n);
+        let kept_mask = (0..64)
+            .filter(|&k| usize::from(map[k]) < n * n)
+            .fold(0, |m, k| m | 1 << k);
         Coefs {
             n,
-            map: zigzag_map(n),
+            map,
+            kept_mask,
             kept: vec![0; blocks * n * n],
             nonzero: vec![0; blocks],
             bits: [-1; 64],
@@ -126,6 +135,7 @@ impl Coefs {
             kept: self.kept.get_mut(i * nn..(i + 1) * nn)?,
             nonzero: self.nonzero.get_mut(i)?,
             map: &self.map,
+            kept_mask: self.kept_mask,
         })
     }
 
