@@ -186,7 +186,7 @@ fn select(x: u64, r: u32) -> u32 {
     // Byte i: the set bits of bytes 0..=i.
     let sums = s.wrapping_mul(ONES);
     // The bytes whose running count is still <= r: their number is the byte holding bit r.
-    let before = ((u64::from(r.min(64)) * ONES | HIGH) - sums) & HIGH;
+    let before = (((u64::from(r.min(64)) * ONES) | HIGH) - sums) & HIGH;
     let byte = ((before >> 7).wrapping_mul(ONES) >> 56) as u32;
     if byte >= 8 {
         return 64;
