@@ -129,7 +129,9 @@ pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
 
 /// A private moto server (S3, SQS, ECS, EC2, IAM over HTTP) on a free port, stopped on drop.
 ///
-/// Found as `$QP_MOTO_SERVER`, else `moto_server` on PATH (.ci/run installs it in a venv).
+/// Found as `$QP_MOTO_SERVER`, else `moto_server` on PATH (.ci/run installs it in a venv), and
+/// started through `tests/moto_server.py` with the Python that script names, so SQS deletes
+/// cannot drop a message sent at the same time (that file says how moto does).
 pub struct Moto {
     child: Child,
     pub port: u16,
@@ -139,8 +141,11 @@ pub struct Moto {
 impl Moto {
     pub fn start() -> Moto {
         let program = std::env::var("QP_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let python = python_of(&program);
         let port = free_port();
-        let child = Command::new(&program)
+        let child = Command::new(&python[0])
+            .args(&python[1..])
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -200,6 +205,29 @@ impl Moto {
     pub async fn ecs(&self) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::new(&self.sdk_config().await)
     }
+}
+
+/// The interpreter (and its arguments) on the `#!` line of `program`, a pip console script found
+/// as a path or on PATH: the Python that has moto installed.
+fn python_of(program: &str) -> Vec<String> {
+    let path = if program.contains('/') {
+        PathBuf::from(program)
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!("{program} is not on PATH (install moto[server] or set QP_MOTO_SERVER)")
+            })
+    };
+    let script = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let shebang = script
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .unwrap_or_else(|| panic!("{} has no #! line naming its Python", path.display()));
+    shebang.split_whitespace().map(str::to_owned).collect()
 }
 
 impl Drop for Moto {

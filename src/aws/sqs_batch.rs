@@ -3,6 +3,7 @@
 
 use std::future::Future;
 
+use aws_sdk_sqs::config::StalledStreamProtectionConfig;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use super::sqs::{QueueError, batch_call, batch_entries};
@@ -35,8 +36,15 @@ pub struct SqsBatchSender {
 
 impl SqsBatchSender {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> SqsBatchSender {
+        // Stalled-stream protection watches a body's throughput as it streams; a batch's request
+        // and answer are a few KB written and read at once, so it only adds per-request work.
+        let config = client
+            .config()
+            .to_builder()
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .build();
         SqsBatchSender {
-            client,
+            client: aws_sdk_sqs::Client::from_conf(config),
             url: url.into(),
         }
     }
