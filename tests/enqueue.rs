@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use serde_json::Value;
 
-use crate::faults::EntryFaultProxy;
+use crate::faults::{EntryFaultProxy, FaultProxy};
 use crate::util::{Moto, qp, queue_depth, stderr, stdout};
 
 const SRC: &str = "photos";
@@ -255,16 +255,7 @@ async fn enqueue_reading(
                     // Read before the receive: an empty receive after the exit means an empty
                     // queue (every message ever received was recorded before its delete).
                     let done = exited.load(Ordering::SeqCst);
-                    let got = sqs
-                        .receive_message()
-                        .queue_url(&url)
-                        .max_number_of_messages(10)
-                        .wait_time_seconds(1)
-                        .send()
-                        .await
-                        .unwrap()
-                        .messages
-                        .unwrap_or_default();
+                    let got = receive_some(&sqs, &url).await;
                     if got.is_empty() {
                         // A receive whose response was lost (a retry under load) leaves its
                         // messages in flight until their visibility timeout: wait them out.
@@ -545,14 +536,24 @@ async fn enqueues_ten_thousand_awkward_keys_each_image_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_batch_entry_is_retried_then_reported() {
+/// Up to 10 messages, waiting a second for them.
+async fn receive_some(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    sqs.receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default()
+}
+
+/// A moto with the source bucket holding `keys` (one byte each) and an empty queue.
+async fn small_bucket(keys: &[String]) -> (Moto, aws_sdk_sqs::Client, String) {
     let moto = Moto::start();
     let (s3, sqs) = (moto.s3().await, moto.sqs().await);
     s3.create_bucket().bucket(SRC).send().await.unwrap();
-    let mut keys: Vec<String> = (0..28).map(|i| format!("f/{i:02}.jpg")).collect();
-    keys.push("f/retry me.jpg".into());
-    keys.push("f/never.jpg".into());
     upload_all(
         &s3,
         SRC,
@@ -560,6 +561,15 @@ async fn a_refused_batch_entry_is_retried_then_reported() {
     )
     .await;
     let q = create_queue(&sqs, "q").await;
+    (moto, sqs, q)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_entry_is_retried_then_reported() {
+    let mut keys: Vec<String> = (0..28).map(|i| format!("f/{i:02}.jpg")).collect();
+    keys.push("f/retry me.jpg".into());
+    keys.push("f/never.jpg".into());
+    let (moto, sqs, q) = small_bucket(&keys).await;
     // "retry me" is refused twice, then accepted; "never" always.
     let mut seen: HashMap<String, u32> = HashMap::new();
     let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
@@ -598,6 +608,77 @@ async fn a_refused_batch_entry_is_retried_then_reported() {
     );
     let expected: BTreeSet<String> = keys.into_iter().filter(|k| k != "f/never.jpg").collect();
     assert_eq!(keys_read, expected);
+}
+
+/// A SendMessageBatch that SQS takes and never answers does not hang `qp enqueue`: the attempt
+/// times out (`aws::ATTEMPT_TIMEOUT`) and the batch is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_batch_times_out_and_is_sent_again() {
+    let keys: Vec<String> = (0..15).map(|i| format!("g/{i:02}.jpg")).collect();
+    let (moto, sqs, q) = small_bucket(&keys).await;
+    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+    let proxy = FaultProxy::start_silent_on(upstream, "AmazonSQS.SendMessageBatch").await;
+    proxy.set_failing(true);
+    let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/g/"]);
+    cmd.env("AWS_ENDPOINT_URL", proxy.endpoint());
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once a batch is held, the next attempts get through.
+    while proxy.stats.dropped.load(Ordering::Relaxed) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "qp exited before sending"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.set_failing(false);
+    // A guard, not a timing check: without a timeout of its own qp would wait forever, and
+    // the test would hang rather than fail.
+    let deadline = Instant::now() + qp::aws::ATTEMPT_TIMEOUT * 6;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("qp enqueue still waits on an unanswered SendMessageBatch");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(
+        (v["sent"].as_u64(), v["failed"].as_u64()),
+        (Some(15), Some(0)),
+        "{v}"
+    );
+    // Every key is on the queue (once: the held batch never reached moto).
+    let mut read = Vec::new();
+    while read.len() < keys.len() {
+        let got = receive_some(&sqs, &q).await;
+        assert!(
+            !got.is_empty(),
+            "{} of {} keys on the queue",
+            read.len(),
+            keys.len()
+        );
+        for m in got {
+            let body = m.body.unwrap_or_default();
+            let Ok(qp::event::Body::Objects(refs)) = qp::event::parse(&body) else {
+                panic!("the worker cannot read {body}")
+            };
+            read.extend(refs.into_iter().map(|r| r.key));
+            sqs.delete_message()
+                .queue_url(&q)
+                .receipt_handle(m.receipt_handle.unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    read.sort();
+    assert_eq!(read, keys);
 }
 
 #[test]

@@ -39,10 +39,16 @@ impl FaultProxy {
 
     /// Fails only the requests whose head names `target` (an `X-Amz-Target` value).
     pub async fn start_only(upstream: SocketAddr, target: &'static str) -> FaultProxy {
-        Self::start_with(upstream, Some(target)).await
+        Self::start_with(upstream, Some((target, Failure::Answer503))).await
     }
 
-    async fn start_with(upstream: SocketAddr, only: Option<&'static str>) -> FaultProxy {
+    /// As [`FaultProxy::start_only`], but the failing requests get no answer at all: the
+    /// connection stays open and silent (counted in `dropped`).
+    pub async fn start_silent_on(upstream: SocketAddr, target: &'static str) -> FaultProxy {
+        Self::start_with(upstream, Some((target, Failure::Silence))).await
+    }
+
+    async fn start_with(upstream: SocketAddr, only: Option<(&'static str, Failure)>) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (failing, watcher) = watch::channel(false);
@@ -59,8 +65,8 @@ impl FaultProxy {
                 let failing = *watcher.borrow();
                 let (s, w) = (s.clone(), watcher.clone());
                 tokio::spawn(async move {
-                    if let Some(target) = only {
-                        filtered(client, upstream, target, failing, &s).await;
+                    if let Some((target, how)) = only {
+                        filtered(client, upstream, target, failing.then_some(how), &s).await;
                     } else if failing {
                         fail(client, n, &s).await;
                     } else {
@@ -144,13 +150,20 @@ async fn pass(
     }
 }
 
-/// Reads the request head; a request for `target` while failing gets a 503, anything else is
-/// forwarded (head included) and piped.
+/// How [`FaultProxy::start_only`]'s requests fail.
+#[derive(Clone, Copy)]
+enum Failure {
+    Answer503,
+    Silence,
+}
+
+/// Reads the request head; a request for `target` while failing gets a 503 (or nothing),
+/// anything else is forwarded (head included) and piped.
 async fn filtered(
     mut client: TcpStream,
     upstream: SocketAddr,
     target: &str,
-    failing: bool,
+    failing: Option<Failure>,
     stats: &FaultStats,
 ) {
     let mut head = Vec::new();
@@ -162,7 +175,21 @@ async fn filtered(
         }
     }
     let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    if failing && text.contains(&format!("x-amz-target: {}", target.to_ascii_lowercase())) {
+    let named = text.contains(&format!("x-amz-target: {}", target.to_ascii_lowercase()));
+    if named && matches!(failing, Some(Failure::Silence)) {
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        // Holds the connection open, unanswered, until the client gives up on it.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(600), async {
+            while let Ok(n) = client.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        })
+        .await;
+        return;
+    }
+    if named && failing.is_some() {
         let body = "{\"__type\":\"ServiceUnavailable\",\"message\":\"injected fault\"}";
         let response = format!(
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.0\r\n\

@@ -10,7 +10,10 @@ pub mod s3;
 pub mod sqs;
 pub mod sqs_batch;
 
+use std::time::Duration;
+
 use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
 // Every SDK crate re-exports the same smithy `SdkError`: the ECS names serve SQS's errors too.
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -24,11 +27,25 @@ pub struct Clients {
     pub ecs: aws_sdk_ecs::Client,
 }
 
+/// How long one attempt of an AWS call may take, its answer included (a download's body is not:
+/// stalled-stream protection watches that). The SDK sets no such limit, only one on connecting,
+/// so a server that took the connection and never answered would hang a task for good (and a
+/// Fargate task that never exits is billed). A timed-out attempt is retried like any transient
+/// failure. Longer than SQS's 20 s long poll, and far longer than any other call qp makes.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Clients {
     /// `force_path_style` is for S3 emulators and S3-compatible stores that do not serve
     /// virtual-hosted bucket names.
     pub async fn load(force_path_style: bool) -> Clients {
-        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            )
+            .load()
+            .await;
         let s3_config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(force_path_style)
             .build();
