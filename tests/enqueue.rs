@@ -184,27 +184,6 @@ async fn gate(
     Ok(())
 }
 
-/// Whether the queue holds no message, visible or in flight.
-async fn queue_is_empty(sqs: &aws_sdk_sqs::Client, url: &str) -> bool {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap_or_default();
-    [
-        A::ApproximateNumberOfMessages,
-        A::ApproximateNumberOfMessagesNotVisible,
-    ]
-    .iter()
-    .all(|a| attrs.get(a).is_none_or(|n| n == "0"))
-}
-
 /// Runs an enqueue while [`READERS`] receivers take what it sends and delete it at once, until it
 /// has exited and the queue is empty; its requests go through a [`SendGate`] in front of the
 /// endpoint it was given. With `term_after`, the enqueue gets SIGTERM once that many keys were
@@ -259,7 +238,7 @@ async fn enqueue_reading(
                     if got.is_empty() {
                         // A receive whose response was lost (a retry under load) leaves its
                         // messages in flight until their visibility timeout: wait them out.
-                        if done && queue_is_empty(&sqs, &url).await {
+                        if done && queue_depth(&sqs, &url).await == (0, 0) {
                             return;
                         }
                         continue;

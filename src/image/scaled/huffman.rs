@@ -231,7 +231,8 @@ impl DcTable {
 /// where advance moves the zigzag index past the coefficient (64 for end-of-block).
 /// `skip`: as many whole symbols as fit in SKIP_BITS, `SKIP_EOB | advance << 6 | length`,
 /// for coefficients whose values are not needed. Progressive end-of-band runs (EOBn, n > 0)
-/// carry extra bits and state, so both leave them to the canonical path.
+/// carry extra bits and state, so both leave them to the canonical path; progressive scans
+/// read every symbol through `prog`.
 pub(super) struct AcTable {
     codes: Codes,
     fast: Box<[i32; 1 << FAST_BITS]>,
@@ -255,26 +256,23 @@ impl AcTable {
                 (_, 0) => run as u32,
                 _ => s,
             };
-            if len != 0 && len + extra_bits <= FAST_BITS {
-                let extra = (i as i32 >> (FAST_BITS - len - extra_bits)) & ((1 << extra_bits) - 1);
-                let value = match (run, s) {
-                    (15, 0) => 0,
-                    (_, 0) => (1 << run) + extra,
-                    _ => extend(extra, s),
-                };
-                prog[i] = value << 16 | (s as i32) << 12 | run << 8 | (len + extra_bits) as i32;
-            }
-            if len == 0 || len + s > FAST_BITS {
+            if len == 0 || len + extra_bits > FAST_BITS {
                 continue;
             }
+            let extra = (i as i32 >> (FAST_BITS - len - extra_bits)) & ((1 << extra_bits) - 1);
+            let value = match (run, s) {
+                (15, 0) => 0,
+                (_, 0) => (1 << run) + extra,
+                _ => extend(extra, s),
+            };
+            let length = (len + extra_bits) as i32;
+            prog[i] = value << 16 | (s as i32) << 12 | run << 8 | length;
+            // Sequential scans have no EOBn: there every R/0 symbol but ZRL ends the block.
             fast[i] = match (run, s) {
-                (15, 0) => 16 << 8 | len as i32,
-                (0, 0) => 64 << 8 | len as i32,
-                (_, 0) => continue,
-                _ => {
-                    let extra = (i as i32 >> (FAST_BITS - len - s)) & ((1 << s) - 1);
-                    extend(extra, s) << 16 | (run + 1) << 8 | (len + s) as i32
-                }
+                (15, 0) => 16 << 8 | length,
+                (0, 0) => 64 << 8 | length,
+                (_, 0) => 0,
+                _ => value << 16 | (run + 1) << 8 | length,
             };
         }
         // The symbols in a window are its first one, then those in the bits left after it:
@@ -672,7 +670,8 @@ impl<'a> Bits<'a> {
                 }
                 // Past `r` zero coefficients (ZRL: 16) to the next zero, or the band's end,
                 // with a correction bit for each nonzero one on the way.
-                let zeros = !*block.nonzero & band_from(k);
+                let from_k = band_from(k);
+                let zeros = !*block.nonzero & from_k;
                 let (stop, passed) =
                     if (*block.nonzero >> k) & ((2 << r) - 1) == 0 && k + r <= band.se {
                         // Most often no nonzero coefficient lies on the way.
@@ -684,7 +683,7 @@ impl<'a> Bits<'a> {
                             _ => (band.se + 1, band.se + 1 - k - zeros.count_ones()),
                         }
                     };
-                let todo = *block.nonzero & band_from(k) & !band_from(stop);
+                let todo = *block.nonzero & from_k & !band_from(stop);
                 self.corrections(todo, passed, p1, &mut block);
                 k = stop;
                 if new != 0 {
