@@ -3,7 +3,7 @@
 //! queue take it as an upload. Pure.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::aws::listing::Listed;
 
@@ -59,33 +59,110 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// The notification body for one listed object of `bucket`.
 pub fn notification(bucket: &str, region: &str, obj: &Listed) -> String {
-    json!({
-        "Records": [{
-            "eventVersion": "2.1",
-            "eventSource": "aws:s3",
-            "awsRegion": region,
-            "eventTime": event_time(obj.last_modified_ms),
-            "eventName": "ObjectCreated:Put",
-            "userIdentity": {"principalId": CONFIGURATION_ID},
-            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-            "responseElements": {"x-amz-request-id": "", "x-amz-id-2": ""},
-            "s3": {
-                "s3SchemaVersion": "1.0",
-                "configurationId": CONFIGURATION_ID,
-                "bucket": {
-                    "name": bucket,
-                    "ownerIdentity": {"principalId": ""},
-                    "arn": format!("arn:aws:s3:::{bucket}"),
+    let arn = format!("arn:aws:s3:::{bucket}");
+    let key = encode_key(&obj.key);
+    let no_one = Principal { principal_id: "" };
+    let body = Notification {
+        records: [Record {
+            event_version: "2.1",
+            event_source: "aws:s3",
+            aws_region: region,
+            event_time: event_time(obj.last_modified_ms),
+            event_name: "ObjectCreated:Put",
+            user_identity: Principal {
+                principal_id: CONFIGURATION_ID,
+            },
+            request_parameters: RequestParameters {
+                source_ip_address: "127.0.0.1",
+            },
+            response_elements: ResponseElements {
+                request_id: "",
+                id_2: "",
+            },
+            s3: S3 {
+                s3_schema_version: "1.0",
+                configuration_id: CONFIGURATION_ID,
+                bucket: Bucket {
+                    name: bucket,
+                    owner_identity: no_one,
+                    arn: &arn,
                 },
-                "object": {
-                    "key": encode_key(&obj.key),
-                    "size": obj.size,
-                    "eTag": obj.etag,
+                object: Object {
+                    key: &key,
+                    size: obj.size,
+                    e_tag: &obj.etag,
                 },
             },
-        }]
-    })
-    .to_string()
+        }],
+    };
+    serde_json::to_string(&body).expect("strings and numbers always serialise")
+}
+
+// The notification's shape, borrowed from the listing: a `json!` tree instead cost ~30
+// allocations a body and 11% of `qp enqueue`'s instructions.
+#[derive(Serialize)]
+struct Notification<'a> {
+    #[serde(rename = "Records")]
+    records: [Record<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Record<'a> {
+    event_version: &'a str,
+    event_source: &'a str,
+    aws_region: &'a str,
+    event_time: String,
+    event_name: &'a str,
+    user_identity: Principal<'a>,
+    request_parameters: RequestParameters<'a>,
+    response_elements: ResponseElements<'a>,
+    s3: S3<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Principal<'a> {
+    principal_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct RequestParameters<'a> {
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: &'a str,
+}
+
+#[derive(Serialize)]
+struct ResponseElements<'a> {
+    #[serde(rename = "x-amz-request-id")]
+    request_id: &'a str,
+    #[serde(rename = "x-amz-id-2")]
+    id_2: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct S3<'a> {
+    s3_schema_version: &'a str,
+    configuration_id: &'a str,
+    bucket: Bucket<'a>,
+    object: Object<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Bucket<'a> {
+    name: &'a str,
+    owner_identity: Principal<'a>,
+    arn: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Object<'a> {
+    key: &'a str,
+    size: u64,
+    e_tag: &'a str,
 }
 
 #[cfg(test)]
