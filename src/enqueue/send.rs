@@ -1,11 +1,12 @@
 //! Batches of 10 on their way to SQS: several in flight, paced by `--max-per-sec`, every entry's
 //! result checked, refused entries sent again, and what still failed reported by key.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
 use crate::aws::sqs::MAX_BATCH;
@@ -94,6 +95,8 @@ pub struct Sender<S> {
     batch: Vec<Entry>,
     slots: Arc<Semaphore>,
     tasks: JoinSet<Sent>,
+    /// The objects of each batch in flight, by task: what a task that panicked leaves unsent.
+    in_flight: HashMap<Id, Vec<(Arc<str>, String)>>,
     pacer: Pacer,
     backoff: Duration,
     done: Sent,
@@ -108,6 +111,7 @@ impl<S: BatchSender> Sender<S> {
             batch: Vec::with_capacity(MAX_BATCH),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
             tasks: JoinSet::new(),
+            in_flight: HashMap::new(),
             pacer: Pacer::new(max_per_sec),
             backoff: BACKOFF,
             done: Sent::default(),
@@ -144,7 +148,7 @@ impl<S: BatchSender> Sender<S> {
             tokio::time::sleep(wait).await;
         }
         // Reap what finished meanwhile, so the totals (and the bar) keep up.
-        while let Some(joined) = self.tasks.try_join_next() {
+        while let Some(joined) = self.tasks.try_join_next_with_id() {
             self.settle(joined);
         }
         let slot = self
@@ -153,19 +157,43 @@ impl<S: BatchSender> Sender<S> {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        let objects = batch
+            .iter()
+            .map(|e| (e.bucket.clone(), e.key.clone()))
+            .collect();
         let (queue, backoff) = (self.queue.clone(), self.backoff);
-        self.tasks.spawn(async move {
+        let task = self.tasks.spawn(async move {
             let outcome = send_with_retries(queue.as_ref(), batch, backoff).await;
             drop(slot);
             outcome
         });
+        self.in_flight.insert(task.id(), objects);
     }
 
-    fn settle(&mut self, joined: Result<Sent, tokio::task::JoinError>) {
+    fn settle(&mut self, joined: Result<(Id, Sent), JoinError>) {
         match joined {
-            Ok(sent) => self.done.add(sent),
-            // A panic in a send task is a bug; its entries count as failed without keys.
-            Err(e) => tracing::error!("a send task failed: {e}"),
+            Ok((id, sent)) => {
+                self.in_flight.remove(&id);
+                self.done.add(sent);
+            }
+            // A panic in a send task is a bug, but its batch must not vanish from the counts:
+            // every entry of it is reported failed, by key (it may or may not have reached SQS).
+            Err(e) => {
+                let objects = self.in_flight.remove(&e.id()).unwrap_or_default();
+                let error = format!("qp's send task failed ({e}); sent or not is unknown");
+                self.done.add(Sent {
+                    failed: objects.len() as u64,
+                    failed_keys: objects
+                        .into_iter()
+                        .map(|(bucket, key)| FailedKey {
+                            bucket: bucket.to_string(),
+                            key,
+                            error: error.clone(),
+                        })
+                        .collect(),
+                    ..Sent::default()
+                });
+            }
         }
         (self.on_progress)(&self.done);
     }
@@ -173,7 +201,7 @@ impl<S: BatchSender> Sender<S> {
     /// Sends the last partial batch and waits for every batch in flight.
     pub async fn finish(mut self) -> Sent {
         self.flush().await;
-        while let Some(joined) = self.tasks.join_next().await {
+        while let Some(joined) = self.tasks.join_next_with_id().await {
             self.settle(joined);
         }
         self.done
@@ -307,6 +335,36 @@ mod tests {
             }
             Ok(failures)
         }
+    }
+
+    /// Panics on the batch holding `body007`, as a bug in the send path would.
+    struct PanickingQueue;
+
+    impl BatchSender for PanickingQueue {
+        async fn send_batch(&self, bodies: &[String]) -> Result<Vec<SendFailure>, QueueError> {
+            assert!(!bodies.iter().any(|b| b == "body007"), "injected bug");
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_task_panics_is_reported_failed_by_key() {
+        let mut sender = Sender::new(Arc::new(PanickingQueue), None);
+        for e in entries(25) {
+            sender.push(e).await;
+        }
+        let sent = sender.finish().await;
+        assert_eq!((sent.sent, sent.failed), (15, 10));
+        let keys: Vec<&str> = sent.failed_keys.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            (0..10).map(|i| format!("k{i:03}")).collect::<Vec<_>>()
+        );
+        assert!(
+            sent.failed_keys[0].error.contains("injected bug"),
+            "{:?}",
+            sent.failed_keys[0]
+        );
     }
 
     fn entries(n: usize) -> Vec<Entry> {
