@@ -196,6 +196,28 @@ fn select(x: u64, r: u32) -> u32 {
     place + u32::from(SELECT_IN_BYTE[rank as usize & 7][((x >> place) & 0xFF) as usize])
 }
 
+/// How many extra bits follow a progressive AC symbol `r/s`: the coefficient's `s`; an
+/// end-of-band run's `r` (EOBn); none for ZRL.
+#[inline(always)]
+fn prog_extra_bits(r: u32, s: u32) -> u32 {
+    match (r, s) {
+        (15, 0) => 0,
+        (_, 0) => r,
+        _ => s,
+    }
+}
+
+/// A progressive AC symbol's value from its extra bits: the coefficient, the end-of-band run
+/// (this block included), 0 for ZRL.
+#[inline(always)]
+fn prog_value(r: u32, s: u32, extra: i32) -> i32 {
+    match (r, s) {
+        (15, 0) => 0,
+        (_, 0) => (1 << r) + extra,
+        _ => extend(extra, s),
+    }
+}
+
 /// Sign-extends `s` extra bits `v` into a coefficient value (JPEG's EXTEND).
 #[inline(always)]
 fn extend(v: i32, s: u32) -> i32 {
@@ -250,21 +272,12 @@ impl AcTable {
         let mut prog = Box::new([0i32; 1 << FAST_BITS]);
         for (i, (len, sym)) in codes.fast_entries() {
             let (run, s) = ((sym >> 4) as i32, sym & 15);
-            // EOBn's extra bits are its run length; ZRL has none.
-            let extra_bits = match (run, s) {
-                (15, 0) => 0,
-                (_, 0) => run as u32,
-                _ => s,
-            };
+            let extra_bits = prog_extra_bits(run as u32, s);
             if len == 0 || len + extra_bits > FAST_BITS {
                 continue;
             }
             let extra = (i as i32 >> (FAST_BITS - len - extra_bits)) & ((1 << extra_bits) - 1);
-            let value = match (run, s) {
-                (15, 0) => 0,
-                (_, 0) => (1 << run) + extra,
-                _ => extend(extra, s),
-            };
+            let value = prog_value(run as u32, s, extra);
             let length = (len + extra_bits) as i32;
             prog[i] = value << 16 | (s as i32) << 12 | run << 8 | length;
             // Sequential scans have no EOBn: there every R/0 symbol but ZRL ends the block.
@@ -595,12 +608,8 @@ impl<'a> Bits<'a> {
         }
         let sym = self.symbol(&t.codes)?;
         let (r, s) = (sym >> 4, sym & 15);
-        let value = match (r, s) {
-            (15, 0) => 0,
-            (_, 0) => (1 << r) + self.take(r),
-            _ => extend(self.take(s), s),
-        };
-        Some((r, s, value))
+        let extra = self.take(prog_extra_bits(r, s));
+        Some((r, s, prog_value(r, s, extra)))
     }
 
     /// One block of a progressive AC first scan (libjpeg's `decode_mcu_AC_first`): the
