@@ -589,6 +589,44 @@ async fn a_refused_batch_entry_is_retried_then_reported() {
     assert_eq!(keys_read, expected);
 }
 
+/// A SendMessageBatch refused as a whole (HTTP 503, ServiceUnavailable) is sent again, and when
+/// it never passes every key is reported failed with SQS's code and message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_call_is_sent_again_then_reported_by_key() {
+    let keys: Vec<String> = (0..12).map(|i| format!("h/{i:02}.jpg")).collect();
+    let (moto, _sqs, q) = small_bucket(&keys).await;
+    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+    let proxy = FaultProxy::start_only(upstream, "AmazonSQS.SendMessageBatch").await;
+    proxy.set_failing(true);
+    let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/h/"]);
+    cmd.env("AWS_ENDPOINT_URL", proxy.endpoint());
+    let (o, v) = summary(&mut cmd);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        (v["sent"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(12)),
+        "{v}"
+    );
+    // Two batches (10 + 2), each tried 5 times.
+    assert_eq!(proxy.stats.answered_503.load(Ordering::Relaxed), 2 * 5);
+    let failed: BTreeSet<String> = v["failed_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let error = f["error"].as_str().unwrap();
+            assert!(
+                error.contains(&q)
+                    && error.contains("ServiceUnavailable: injected fault")
+                    && error.contains("5 attempts"),
+                "{f}"
+            );
+            f["key"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(failed, keys.into_iter().collect());
+}
+
 /// A SendMessageBatch that SQS takes and never answers does not hang `qp enqueue`: the attempt
 /// times out (`aws::ATTEMPT_TIMEOUT`) and the batch is sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

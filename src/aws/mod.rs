@@ -9,6 +9,7 @@ pub mod listing;
 pub mod s3;
 pub mod sqs;
 pub mod sqs_batch;
+pub mod sqs_json;
 
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub struct Clients {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub ecs: aws_sdk_ecs::Client,
+    /// What the clients were built from: region, endpoint, credentials, timeouts (for the
+    /// SendMessageBatch qp makes by hand, [`sqs_batch`]).
+    pub config: aws_types::SdkConfig,
 }
 
 /// How long one attempt of an AWS call may take, its answer included (a download's body is not:
@@ -53,6 +57,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             sqs: aws_sdk_sqs::Client::new(&shared),
             ecs: aws_sdk_ecs::Client::new(&shared),
+            config: shared,
         }
     }
 }

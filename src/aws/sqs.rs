@@ -36,7 +36,8 @@ pub struct EntryFailure {
     pub message: String,
 }
 
-/// A whole SQS call failed (the SDK has already retried what it could).
+/// A whole SQS call failed (the worker's calls: after the SDK's own retries; SendMessageBatch:
+/// one attempt, retried by `enqueue::send`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     /// The call was refused or never answered: `action` is what it did ("receiving from").
@@ -131,7 +132,6 @@ macro_rules! batch_call {
             .map_err(|e| QueueError::call($action, $url, e))
     };
 }
-pub(crate) use batch_call;
 
 /// One request entry per item, each with its position as id (see [`failures`]); `action` and
 /// `url` name the call in the error.

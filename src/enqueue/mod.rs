@@ -93,7 +93,10 @@ pub(crate) fn session<T: Serialize>(
     crate::logging::init(list.log_format);
     let result = runtime()?.block_on(async {
         let clients = Clients::load(list.force_path_style).await;
-        let queue = queue_url.map(|url| Arc::new(SqsBatchSender::new(clients.sqs.clone(), url)));
+        let queue = match queue_url {
+            Some(url) => Some(Arc::new(SqsBatchSender::new(&clients.config, url).await?)),
+            None => None,
+        };
         work(Arc::new(clients.s3.clone()), queue, region(&clients)).await
     })?;
     print_json(&result)?;
