@@ -671,15 +671,15 @@ async fn an_unanswered_batch_times_out_and_is_sent_again() {
         "{v}"
     );
     // Every key is on the queue (once: the held batch never reached moto).
+    assert_eq!(read_keys(&sqs, &q, keys.len()).await, keys);
+}
+
+/// Reads and deletes `n` messages from the queue; their keys, sorted, as the worker reads them.
+async fn read_keys(sqs: &aws_sdk_sqs::Client, q: &str, n: usize) -> Vec<String> {
     let mut read = Vec::new();
-    while read.len() < keys.len() {
-        let got = receive_some(&sqs, &q).await;
-        assert!(
-            !got.is_empty(),
-            "{} of {} keys on the queue",
-            read.len(),
-            keys.len()
-        );
+    while read.len() < n {
+        let got = receive_some(sqs, q).await;
+        assert!(!got.is_empty(), "{} of {n} keys on the queue", read.len());
         for m in got {
             let body = m.body.unwrap_or_default();
             let Ok(qp::event::Body::Objects(refs)) = qp::event::parse(&body) else {
@@ -687,7 +687,7 @@ async fn an_unanswered_batch_times_out_and_is_sent_again() {
             };
             read.extend(refs.into_iter().map(|r| r.key));
             sqs.delete_message()
-                .queue_url(&q)
+                .queue_url(q)
                 .receipt_handle(m.receipt_handle.unwrap())
                 .send()
                 .await
@@ -695,7 +695,51 @@ async fn an_unanswered_batch_times_out_and_is_sent_again() {
         }
     }
     read.sort();
-    assert_eq!(read, keys);
+    read
+}
+
+/// Real SQS is HTTPS: the listing and the hand-made SendMessageBatch both go through TLS (a
+/// proxy with a certificate from a CA of the test's own, trusted through `SSL_CERT_FILE` as an
+/// operator's private CA would be) and every key arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_with_the_systems_trust_store() {
+    let keys: Vec<String> = (0..14).map(|i| format!("t/{i:02}.jpg")).collect();
+    let (moto, sqs, q) = small_bucket(&keys).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::util::free_port();
+    let python = crate::util::moto_python();
+    let mut proxy = Command::new(&python[0])
+        .args(&python[1..])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls_proxy.py"))
+        .arg(dir.path())
+        .args([port.to_string(), moto.port.to_string()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ca = dir.path().join("ca.pem");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ca.exists() {
+        assert!(Instant::now() < deadline, "the TLS proxy did not start");
+        assert!(proxy.try_wait().unwrap().is_none(), "the TLS proxy exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/t/"]);
+    cmd.env("AWS_ENDPOINT_URL", format!("https://127.0.0.1:{port}"))
+        .env("SSL_CERT_FILE", &ca);
+    let (o, v) = summary(&mut cmd);
+    let handshakes = std::fs::read_to_string(dir.path().join("handshakes")).unwrap_or_default();
+    proxy.kill().unwrap();
+    proxy.wait().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        (v["sent"].as_u64(), v["failed"].as_u64()),
+        (Some(14), Some(0)),
+        "{v}"
+    );
+    // One listing and two batches at least, each on a TLS connection of its own (moto closes
+    // every connection after one answer).
+    assert!(handshakes.lines().count() >= 3, "{handshakes:?}");
+    assert_eq!(read_keys(&sqs, &q, keys.len()).await, keys);
 }
 
 #[test]

@@ -140,7 +140,7 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
-        let program = std::env::var("QP_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let program = moto_program();
         let python = python_of(&program);
         let port = free_port();
         let child = Command::new(&python[0])
@@ -205,6 +205,15 @@ impl Moto {
     pub async fn ecs(&self) -> aws_sdk_ecs::Client {
         aws_sdk_ecs::Client::new(&self.sdk_config().await)
     }
+}
+
+fn moto_program() -> String {
+    std::env::var("QP_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into())
+}
+
+/// The Python that runs moto (with its arguments), for the tests' other helper scripts.
+pub fn moto_python() -> Vec<String> {
+    python_of(&moto_program())
 }
 
 /// The interpreter (and its arguments) on the `#!` line of `program`, a pip console script found
