@@ -22,7 +22,7 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorSettings, SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -181,40 +181,30 @@ impl SqsBatchSender {
         HttpRequest::try_from(req).map_err(|e| self.error(format!("building the request: {e}")))
     }
 
-    /// One attempt: the answer's status, headers and body, within [`ATTEMPT_TIMEOUT`].
-    async fn call(&self, req: HttpRequest) -> Result<(HttpResponse, bytes::Bytes), QueueError> {
-        let attempt = async {
-            let mut resp = self
-                .http
-                .call(req)
-                .await
-                .map_err(|e| self.error(DisplayErrorContext(&e).to_string()))?;
-            let body = ByteStream::new(resp.take_body())
-                .collect()
-                .await
-                .map_err(|e| {
-                    self.error(format!("reading the answer: {}", DisplayErrorContext(&e)))
-                })?
-                .into_bytes();
-            Ok((resp, body))
-        };
-        tokio::time::timeout(ATTEMPT_TIMEOUT, attempt)
-            .await
-            .map_err(|_| self.error(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())))?
-    }
-}
-
-impl BatchSender for SqsBatchSender {
-    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<SendFailure>, QueueError> {
+    /// One attempt, from fetching the credentials to reading the answer: the refused entries.
+    async fn attempt(&self, bodies: &[String]) -> Result<Vec<SendFailure>, QueueError> {
         let payload = request_body(&self.url, bodies);
         let creds = self.credentials().await?;
         let req = self.request(payload, creds)?;
-        let (resp, body) = self.call(req).await?;
+        let mut resp = self
+            .http
+            .call(req)
+            .await
+            .map_err(|e| self.error(DisplayErrorContext(&e).to_string()))?;
+        let body = ByteStream::new(resp.take_body())
+            .collect()
+            .await
+            .map_err(|e| self.error(format!("reading the answer: {}", DisplayErrorContext(&e))))?
+            .into_bytes();
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
             let refusal = Refusal::read(status, resp.headers().get(QUERY_ERROR), &body);
             if let Some(skew) = refusal.skew(resp.headers().get("date"), SystemTime::now()) {
                 self.skew_secs.store(skew, Ordering::Relaxed);
+            }
+            if refusal.stale_credentials() {
+                // Rotated or revoked early: the next attempt fetches them again.
+                *self.cached.lock().await = None;
             }
             return Err(self.error(refusal.to_string()));
         }
@@ -224,6 +214,16 @@ impl BatchSender for SqsBatchSender {
                 String::from_utf8_lossy(&body[..body.len().min(200)])
             ))
         })
+    }
+}
+
+impl BatchSender for SqsBatchSender {
+    /// One attempt within [`ATTEMPT_TIMEOUT`] (credentials included: a provider that hangs
+    /// must not hang the run either); the caller retries.
+    async fn send_batch(&self, bodies: &[String]) -> Result<Vec<SendFailure>, QueueError> {
+        tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(bodies))
+            .await
+            .map_err(|_| self.error(format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs())))?
     }
 }
 

@@ -153,6 +153,19 @@ impl Refusal {
         }
     }
 
+    /// The refusal says the credentials signed with are expired or unknown: cached ones may
+    /// have been rotated before the expiry they gave.
+    pub fn stale_credentials(&self) -> bool {
+        const STALE: [&str; 3] = [
+            "ExpiredToken",
+            "InvalidClientTokenId",
+            "UnrecognizedClientException",
+        ];
+        self.code
+            .as_deref()
+            .is_some_and(|code| STALE.iter().any(|c| code.ends_with(c)))
+    }
+
     /// Server time minus `now` in seconds, when the refusal says the signature's time was off
     /// and the answer's `Date` header says by how much.
     pub fn skew(&self, date: Option<&str>, now: SystemTime) -> Option<i64> {
@@ -278,5 +291,17 @@ mod tests {
         assert_eq!(skewed.skew(None, now), None);
         let other = Refusal::read(400, None, br##"{"__type":"#AccessDenied"}"##);
         assert_eq!(other.skew(date, now), None);
+    }
+
+    #[test]
+    fn expired_or_unknown_credentials_are_told_apart() {
+        let read = |kind: &str| {
+            Refusal::read(403, None, format!(r#"{{"__type":"{kind}"}}"#).as_bytes())
+                .stale_credentials()
+        };
+        assert!(read("com.amazon.coral.service#ExpiredToken"));
+        assert!(read("com.amazon.coral.service#UnrecognizedClientException"));
+        assert!(!read("com.amazon.coral.service#AccessDeniedException"));
+        assert!(!Refusal::read(503, None, b"").stale_credentials());
     }
 }
