@@ -698,6 +698,38 @@ async fn read_keys(sqs: &aws_sdk_sqs::Client, q: &str, n: usize) -> Vec<String> 
     read
 }
 
+/// `AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL_SQS` win over `AWS_ENDPOINT_URL` (here a port
+/// nothing listens on), for the listing and for the hand-made SendMessageBatch alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_specific_endpoints_win() {
+    let keys: Vec<String> = (0..12).map(|i| format!("e/{i:02}.jpg")).collect();
+    let (moto, sqs, q) = small_bucket(&keys).await;
+    let dead = format!("http://127.0.0.1:{}", crate::util::free_port());
+    let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/e/"]);
+    cmd.env("AWS_ENDPOINT_URL", &dead)
+        .env("AWS_ENDPOINT_URL_S3", &moto.endpoint)
+        .env("AWS_ENDPOINT_URL_SQS", &moto.endpoint);
+    let (o, v) = summary(&mut cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        (v["sent"].as_u64(), v["failed"].as_u64()),
+        (Some(12), Some(0)),
+        "{v}"
+    );
+    assert_eq!(read_keys(&sqs, &q, keys.len()).await, keys);
+    // And the SQS one is what the sender uses: pointed at nothing, every batch fails.
+    let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/e/"]);
+    cmd.env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ENDPOINT_URL_SQS", &dead);
+    let (o, v) = summary(&mut cmd);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        (v["sent"].as_u64(), v["failed"].as_u64()),
+        (Some(0), Some(12)),
+        "{v}"
+    );
+}
+
 /// Real SQS is HTTPS: the listing and the hand-made SendMessageBatch both go through TLS (a
 /// proxy with a certificate from a CA of the test's own, trusted through `SSL_CERT_FILE` as an
 /// operator's private CA would be) and every key arrives.
