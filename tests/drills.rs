@@ -180,7 +180,7 @@ fn the_endpoint_failing_for_a_while_loses_nothing() {
         ..CloudOptions::default()
     });
     let uploads = upload_corpus(&cloud, 6, |_| {});
-    let upstream = format!("127.0.0.1:{}", cloud.moto.port).parse().unwrap();
+    let upstream = cloud.moto.addr();
     let proxy = cloud.rt.block_on(FaultProxy::start(upstream));
     let worker = || {
         let mut cmd = cloud.worker_command(&[]);

@@ -528,6 +528,11 @@ async fn receive_some(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<aws_sdk_sqs::
         .unwrap_or_default()
 }
 
+/// `n` keys `FOLDERnn.jpg` (FOLDER ends in `/`), sorted.
+fn jpg_keys(folder: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{folder}{i:02}.jpg")).collect()
+}
+
 /// A moto with the source bucket holding `keys` (one byte each) and an empty queue.
 async fn small_bucket(keys: &[String]) -> (Moto, aws_sdk_sqs::Client, String) {
     let moto = Moto::start();
@@ -545,13 +550,13 @@ async fn small_bucket(keys: &[String]) -> (Moto, aws_sdk_sqs::Client, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_batch_entry_is_retried_then_reported() {
-    let mut keys: Vec<String> = (0..28).map(|i| format!("f/{i:02}.jpg")).collect();
+    let mut keys = jpg_keys("f/", 28);
     keys.push("f/retry me.jpg".into());
     keys.push("f/never.jpg".into());
     let (moto, sqs, q) = small_bucket(&keys).await;
     // "retry me" is refused twice, then accepted; "never" always.
     let mut seen: HashMap<String, u32> = HashMap::new();
-    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+    let upstream = moto.addr();
     let proxy = EntryFaultProxy::start(upstream, move |body| {
         let n = seen.entry(body.to_string()).or_default();
         *n += 1;
@@ -593,9 +598,9 @@ async fn a_refused_batch_entry_is_retried_then_reported() {
 /// it never passes every key is reported failed with SQS's code and message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_call_is_sent_again_then_reported_by_key() {
-    let keys: Vec<String> = (0..12).map(|i| format!("h/{i:02}.jpg")).collect();
+    let keys = jpg_keys("h/", 12);
     let (moto, _sqs, q) = small_bucket(&keys).await;
-    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+    let upstream = moto.addr();
     let proxy = FaultProxy::start_only(upstream, "AmazonSQS.SendMessageBatch").await;
     proxy.set_failing(true);
     let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/h/"]);
@@ -631,9 +636,9 @@ async fn a_refused_call_is_sent_again_then_reported_by_key() {
 /// times out (`aws::ATTEMPT_TIMEOUT`) and the batch is sent again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_batch_times_out_and_is_sent_again() {
-    let keys: Vec<String> = (0..15).map(|i| format!("g/{i:02}.jpg")).collect();
+    let keys = jpg_keys("g/", 15);
     let (moto, sqs, q) = small_bucket(&keys).await;
-    let upstream = format!("127.0.0.1:{}", moto.port).parse().unwrap();
+    let upstream = moto.addr();
     let proxy = FaultProxy::start_silent_on(upstream, "AmazonSQS.SendMessageBatch").await;
     proxy.set_failing(true);
     let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/g/"]);
@@ -702,7 +707,7 @@ async fn read_keys(sqs: &aws_sdk_sqs::Client, q: &str, n: usize) -> Vec<String> 
 /// nothing listens on), for the listing and for the hand-made SendMessageBatch alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_specific_endpoints_win() {
-    let keys: Vec<String> = (0..12).map(|i| format!("e/{i:02}.jpg")).collect();
+    let keys = jpg_keys("e/", 12);
     let (moto, sqs, q) = small_bucket(&keys).await;
     let dead = format!("http://127.0.0.1:{}", crate::util::free_port());
     let mut cmd = enqueue(&moto, Some(&q), &["s3://photos/e/"]);
@@ -735,7 +740,7 @@ async fn service_specific_endpoints_win() {
 /// operator's private CA would be) and every key arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_https_with_the_systems_trust_store() {
-    let keys: Vec<String> = (0..14).map(|i| format!("t/{i:02}.jpg")).collect();
+    let keys = jpg_keys("t/", 14);
     let (moto, sqs, q) = small_bucket(&keys).await;
     let dir = tempfile::tempdir().unwrap();
     let port = crate::util::free_port();

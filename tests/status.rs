@@ -311,7 +311,7 @@ async fn redrive_loses_nothing_when_sends_or_deletes_fail() {
     for b in &bodies {
         send(&env.sqs, &env.dlq, b, Some("object_gone"), 0).await;
     }
-    let upstream = format!("127.0.0.1:{}", env.moto.port).parse().unwrap();
+    let upstream = env.moto.addr();
     let args = ["--method", "batch", "--hold-secs", "3"];
 
     // Every send refused: nothing may leave the DLQ.

@@ -170,6 +170,11 @@ impl Moto {
         moto
     }
 
+    /// Its address, for a proxy to put in front of it.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// Points a command at this moto with dummy credentials.
     pub fn configure(&self, cmd: &mut Command) {
         clean_env(cmd);

@@ -102,13 +102,19 @@ where
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let err = se.into_err();
-            match (err.code(), err.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_owned(),
-                _ => format!("HTTP {status} with no error code"),
-            }
+            service_error_line(status, err.code(), err.message())
         }
         other => DisplayErrorContext(other).to_string(),
+    }
+}
+
+/// A refused call as one line: `Code: message`, the code alone, or the HTTP status when the
+/// answer named no code. The SDK's errors and qp's own SendMessageBatch read the same.
+pub(crate) fn service_error_line(status: u16, code: Option<&str>, message: Option<&str>) -> String {
+    match (code, message) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        (None, _) => format!("HTTP {status} with no error code"),
     }
 }
 

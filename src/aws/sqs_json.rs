@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use aws_smithy_types::date_time::{DateTime, Format};
 use serde::{Deserialize, Serialize};
 
+use super::service_error_line;
 use super::sqs_batch::SendFailure;
 
 /// The header in which SQS names an error as its older query protocol did
@@ -187,13 +188,11 @@ impl Refusal {
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.code, &self.message) {
-            (Some(code), Some(message)) => write!(f, "{code}: {message}"),
-            (Some(code), None) => write!(f, "{code}"),
-            (None, _) if self.other.is_empty() => {
-                write!(f, "HTTP {} with no error code", self.status)
-            }
-            (None, _) => write!(f, "HTTP {} with no error code: {}", self.status, self.other),
+        let line = service_error_line(self.status, self.code.as_deref(), self.message.as_deref());
+        if self.other.is_empty() {
+            write!(f, "{line}")
+        } else {
+            write!(f, "{line}: {}", self.other)
         }
     }
 }
