@@ -327,6 +327,75 @@ mod tests {
         assert_eq!(calls.load(Ordering::Relaxed), 3);
     }
 
+    /// A server on a thread that reads each request whole and gives it `answer` (the status
+    /// line onwards), one connection per request.
+    fn answering(answer: String) -> std::net::SocketAddr {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        });
+        addr
+    }
+
+    fn refusal(kind: &str, extra_header: &str) -> String {
+        let body = format!(r#"{{"__type":"{kind}","message":"refused"}}"#);
+        format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\n{extra_header}\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[tokio::test]
+    async fn credentials_sqs_calls_expired_are_fetched_again() {
+        let (mut s, calls) = sender(Duration::from_secs(3600)).await;
+        let addr = answering(refusal("com.amazon.coral.service#ExpiredToken", ""));
+        s.endpoint = format!("http://{addr}/");
+        for _ in 0..2 {
+            let e = s.send_batch(&["x".into()]).await.unwrap_err().to_string();
+            assert!(e.contains("ExpiredToken: refused"), "{e}");
+        }
+        // Valid for an hour by their own word, fetched for each attempt all the same.
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_for_the_clock_sets_the_skew_from_the_servers_date() {
+        let (mut s, _) = sender(Duration::from_secs(3600)).await;
+        let ahead = aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(600))
+            .fmt(aws_smithy_types::date_time::Format::HttpDate)
+            .unwrap();
+        let addr = answering(refusal(
+            "com.amazon.coral.service#InvalidSignatureException",
+            &format!("date: {ahead}\r\n"),
+        ));
+        s.endpoint = format!("http://{addr}/");
+        let e = s.send_batch(&["x".into()]).await.unwrap_err().to_string();
+        assert!(e.contains("InvalidSignatureException"), "{e}");
+        let skew = s.skew_secs.load(Ordering::Relaxed);
+        assert!((598..=602).contains(&skew), "{skew}");
+    }
+
     #[tokio::test]
     async fn the_request_is_signed_for_sqs_at_the_corrected_time() {
         let (s, _) = sender(Duration::from_secs(3600)).await;
