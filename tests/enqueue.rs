@@ -793,6 +793,12 @@ fn bad_settings_exit_2_naming_the_setting() {
             vec![("QP_SUFFIXES", ",")],
             "QP_SUFFIXES",
         ),
+        // No region from anywhere (the test's environment is cleaned): refused before any call.
+        (
+            vec!["enqueue", "s3://photos"],
+            vec![("QP_QUEUE_URL", "https://sqs.eu-west-3.amazonaws.com/1/q")],
+            "AWS_REGION",
+        ),
         (vec!["reconcile", "s3://photos"], vec![], "QP_DEST_BUCKET"),
         (
             vec!["reconcile", "s3://photos", "--enqueue"],
