@@ -3,7 +3,7 @@
 //! Fixtures are made here with libjpeg-turbo's own `cjpeg` and `jpegtran` (Debian's
 //! libjpeg-turbo-progs, which scripts/setup installs) from a synthetic picture, or are small
 //! files of qp's own making in `tests/jpeg-fixtures/` (its README says how). Each is decoded by
-//! qp at 1/1, 1/2, 1/4 and 1/8 (`decode_at`, the decode step of the pipeline) and compared with
+//! qp at 8/8, 6/8, 5/8, 4/8, 2/8 and 1/8 (`decode_at`, the decode step of the pipeline) and compared with
 //! `djpeg -scale N/8`, libjpeg-turbo's decode at the same scale.
 
 use std::io::Write;
@@ -22,7 +22,7 @@ fn jpeg_fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-const SCALES: [u8; 4] = [8, 4, 2, 1];
+const SCALES: [u8; 7] = [8, 6, 5, 4, 3, 2, 1];
 
 /// A 160x120 photo-like picture: smooth gradients, hard edges and a mild fine texture, enough
 /// for the sampling and scan layouts below to matter. (A full-amplitude texture at the
@@ -197,10 +197,10 @@ fn progressive_scripts_decode_at_every_scale() {
 
 /// qp's own decoder, not libjpeg-turbo after it declined, made the reduced-scale pictures.
 fn assert_own_decoder_takes(name: &str, jpeg: &[u8]) {
-    for denom in [2, 4, 8] {
+    for eighths in 1..=6 {
         assert!(
-            image::scaled::decode_scaled(jpeg, denom, u64::MAX).is_some(),
-            "{name}: qp's decoder declined at 1/{denom}"
+            image::scaled::decode_scaled(jpeg, eighths, u64::MAX).is_some(),
+            "{name}: qp's decoder declined at {eighths}/8"
         );
     }
 }

@@ -113,19 +113,18 @@ impl Plan {
     }
 }
 
-/// The JPEG decode scale N/8: the smallest of 1/8, 1/4, 1/2 and 1/1 that still leaves at least
-/// one decoded pixel per output pixel for every requested size. Decoding at N/8 in the DCT
-/// domain keeps the block's N x N lowest frequencies, a proper low-pass filter, so the resize
-/// after it loses nothing. libjpeg-turbo also decodes at 3/8, 5/8, 6/8 and 7/8, but on x86 those
-/// IDCTs and their upsampling have no SIMD: 5/8 and 6/8 took 1.3-1.5x the CPU of a full decode
-/// on the ImageNet-like corpus (README, Performance), so qp decodes at full scale instead.
+/// The JPEG decode scale N/8: the smallest of 1/8, 2/8 .. 6/8 and 8/8 that still leaves at
+/// least one decoded pixel per output pixel for every requested size. Decoding at N/8 in the
+/// DCT domain keeps the block's N x N lowest frequencies, a proper low-pass filter, so the
+/// resize after it loses nothing. Not 7/8: there qp's own decoder took 1.07x the CPU of
+/// libjpeg-turbo's full decode, whose IDCT has SIMD (README, Performance).
 pub fn decode_scale(w: u32, h: u32, sizes: &[Size], mode: Mode) -> u8 {
     let reduction = sizes
         .iter()
         .map(|&s| Plan::new(mode, (w, h), s).reduction())
         .fold(f64::INFINITY, f64::min);
     // The smallest N with N/8 >= 1/reduction; the tolerance keeps an exact ratio (2.0) at 4/8.
-    [1u8, 2, 4, 8]
+    [1u8, 2, 3, 4, 5, 6, 8]
         .into_iter()
         .find(|&n| f64::from(n) * reduction >= 8.0 - 1e-9)
         .unwrap_or(8)
@@ -185,11 +184,15 @@ mod tests {
             (5120, 2880, Mode::Fit, &s224, 1),
             (2560, 1600, Mode::Fill, &s224, 2),
             (2560, 1600, Mode::Fit, &s224, 1),
-            // ImageNet's median: 375 rows do not cover 224 at 4/8 (188).
-            (500, 375, Mode::Fill, &s224, 8),
+            // ImageNet's median: 375 rows do not cover 224 at 4/8 (188), they do at 5/8 (235).
+            (500, 375, Mode::Fill, &s224, 5),
             (500, 375, Mode::Fit, &s224, 4),
+            (400, 300, Mode::Fit, &s224, 5),
             (500, 500, Mode::Fit, &s224, 4),
-            (300, 300, Mode::Fill, &s224, 8),
+            (300, 300, Mode::Fill, &s224, 6),
+            (800, 600, Mode::Fit, &s224, 3),
+            // 7/8 would do; qp has no 7/8 decode (see decode_scale).
+            (256, 256, Mode::Fill, &s224, 8),
             (448, 448, Mode::Fill, &s224, 4),
             (640, 1, Mode::Fit, &s224, 8),
             (224, 224, Mode::Fill, &s224, 8),
@@ -199,7 +202,7 @@ mod tests {
                 2880,
                 Mode::Fill,
                 &[size(224, 224), size(1024, 1024)],
-                4,
+                3,
             ),
         ];
         for &(w, h, mode, sizes, want) in cases {

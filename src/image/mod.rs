@@ -6,10 +6,10 @@
 //! requested size crop/resize/pad with fast_image_resize and encode with libjpeg-turbo.
 //!
 //! Decoding: libjpeg-turbo ([`turbo`]) is the reference and decodes every file at every scale.
-//! qp's own DCT-domain decoder ([`scaled`]) takes the 1/2, 1/4 and 1/8 scales of the files it
-//! reads completely and cleanly (sequential Huffman, 8-bit, gray or 3 components), where it is
-//! faster; anything else, or anything it finds odd, goes to libjpeg-turbo, so the verdict on a
-//! file never depends on the output size.
+//! qp's own DCT-domain decoder ([`scaled`]) takes the 1/8 .. 6/8 scales of the files it reads
+//! completely and cleanly (Huffman, 8-bit, gray or 3 components), where it is faster; anything
+//! else, or anything it finds odd, goes to libjpeg-turbo, so the verdict on a file never
+//! depends on the output size.
 
 mod background;
 mod formats;
@@ -333,16 +333,13 @@ pub fn decode_at(data: &[u8], scale: u8, max_pixels: u64) -> Result<Pixels, Imag
     }
 }
 
-/// Decodes at `scale`/8: qp's own decoder where it applies (1/8, 1/4, 1/2), libjpeg-turbo
-/// otherwise, at the same scale.
+/// Decodes at `scale`/8: qp's own decoder where it applies (1/8 .. 6/8), libjpeg-turbo
+/// otherwise, at the same scale (at 3/8, 5/8 and 6/8 slower than its full decode, but only
+/// for the few files qp's decoder leaves to it: CMYK, arithmetic coding, odd sampling).
 fn decode(data: &[u8], header: &Header, scale: u8, max_pixels: u64) -> Result<Pixels, ImageError> {
-    if let Some(denom) = match scale {
-        1 => Some(8),
-        2 => Some(4),
-        4 => Some(2),
-        _ => None,
-    } && !header.lossless
-        && let Some(s) = scaled::decode_scaled(data, denom, max_pixels)
+    if scale < 8
+        && !header.lossless
+        && let Some(s) = scaled::decode_scaled(data, scale, max_pixels)
     {
         return Ok(Pixels {
             width: s.width,

@@ -546,10 +546,10 @@ impl<'a> Bits<'a> {
     /// the top-left `N`x`N` (quantized, row-major, in lane `lane` of `blk`) and skipping the
     /// rest.
     #[inline(always)]
-    pub(super) fn ac<const N: usize, const L: usize>(
+    pub(super) fn ac<const N: usize, const L: usize, const S: usize>(
         &mut self,
         t: &AcTable,
-        blk: &mut [[i32; L]; 17],
+        blk: &mut [[i32; L]; S],
         lane: usize,
         mut k: u32,
         end: u32,
@@ -766,16 +766,16 @@ impl<'a> Bits<'a> {
     /// Decodes a sequential block's DC difference, returned, and its AC coefficients,
     /// keeping those of the top-left `N`x`N` in lane `lane` of `blk`.
     #[inline(never)]
-    pub(super) fn block<const N: usize, const L: usize>(
+    pub(super) fn block<const N: usize, const L: usize, const S: usize>(
         &mut self,
         dc: &DcTable,
         ac: &AcTable,
-        blk: &mut [[i32; L]; 17],
+        blk: &mut [[i32; L]; S],
         lane: usize,
     ) -> Option<i32> {
         self.ensure();
         let diff = self.dc(dc)?;
-        self.ac::<N, L>(ac, blk, lane, 1, 64)?;
+        self.ac::<N, L, S>(ac, blk, lane, 1, 64)?;
         Some(diff)
     }
 }

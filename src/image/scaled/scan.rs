@@ -451,8 +451,10 @@ impl Decoder {
                 c.plane = coefs.into_plane(c.bw, c.bh, &c.q?)?;
             }
         }
-        let denom = 8 / n;
-        let (ow, oh) = (frame.width.div_ceil(denom), frame.height.div_ceil(denom));
+        let (ow, oh) = (
+            (frame.width * n).div_ceil(8),
+            (frame.height * n).div_ceil(8),
+        );
         let rows: Vec<RowSource> = frame
             .comps
             .iter()
@@ -586,13 +588,19 @@ fn decode_baseline(
             }
             2 => {
                 let mut blk = [[0i32; 1]; 17];
-                blk[0][0] = add(bits.block::<2, 1>(c.dc, c.ac, &mut blk, 0)?);
+                blk[0][0] = add(bits.block::<2, 1, 17>(c.dc, c.ac, &mut blk, 0)?);
                 c.sink.put_2x2(&blk.map(|[v]| v), bx, by)
             }
-            _ => {
+            n => {
                 // Straight into the IDCT batch, whose coefficients start out zero.
                 let (coefs, lane) = c.sink.lane();
-                coefs[0][lane] = add(bits.block::<4, LANES>(c.dc, c.ac, coefs, lane)?);
+                let diff = match n {
+                    3 => bits.block::<3, LANES, 37>(c.dc, c.ac, coefs, lane)?,
+                    4 => bits.block::<4, LANES, 37>(c.dc, c.ac, coefs, lane)?,
+                    5 => bits.block::<5, LANES, 37>(c.dc, c.ac, coefs, lane)?,
+                    _ => bits.block::<6, LANES, 37>(c.dc, c.ac, coefs, lane)?,
+                };
+                coefs[0][lane] = add(diff);
                 c.sink.queue(bx, by)
             }
         }

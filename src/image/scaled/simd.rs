@@ -8,7 +8,7 @@ use super::color::{RowSource, colour_rows_inner};
 use super::idct::Sink;
 
 /// Whether the CPU has AVX2 (every Fargate and Lambda x86 host does). The loops that
-/// vectorize across pixels or blocks (the 4x4 IDCT, upsampling, colour conversion) are
+/// vectorize across pixels or blocks (the IDCTs, upsampling, colour conversion) are
 /// compiled twice: for the x86-64 baseline the binary targets, and, inlined into a
 /// `#[target_feature(enable = "avx2")]` copy, twice as wide. Both compute the same results
 /// (the same integer and IEEE float operations; Rust never fuses a multiply and an add).
@@ -18,7 +18,7 @@ fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2")
 }
 
-/// Runs the 4x4 IDCT on the queued blocks of `sink`.
+/// Runs the IDCT on the queued blocks of `sink`.
 pub(super) fn flush(sink: &mut Sink) -> Option<()> {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
@@ -71,15 +71,17 @@ mod tests {
     #[test]
     fn avx2_copies_match_the_baseline() {
         let mut rand = lcg(7);
-        // The 4x4 IDCT, on batches of blocks whose samples span 0..=255 and beyond (clamped).
+        // The IDCTs (4x4, and 3x3, 5x5, 6x6), on batches of blocks whose samples span
+        // 0..=255 and beyond (clamped).
         let q: [u16; 64] = std::array::from_fn(|_| 1 + rand(16) as u16);
         let mut seen = [false; 256];
-        for _ in 0..200 {
-            let stride = 4 * LANES;
-            let mut sinks = [0, 1].map(|_| Sink::new(4, stride, vec![0; 4 * stride], &q));
-            let values: Vec<i32> = (0..16 * LANES).map(|_| rand(48) as i32 - 24).collect();
+        for round in 0..400 {
+            let n = [4, 3, 5, 6][round % 4];
+            let stride = n * LANES;
+            let mut sinks = [0, 1].map(|_| Sink::new(n, stride, vec![0; n * stride], &q));
+            let values: Vec<i32> = (0..n * n * LANES).map(|_| rand(48) as i32 - 24).collect();
             for sink in &mut sinks {
-                for (lane, coefs) in values.chunks_exact(16).take(LANES - 1).enumerate() {
+                for (lane, coefs) in values.chunks_exact(n * n).take(LANES - 1).enumerate() {
                     let (batch, l) = sink.lane();
                     assert_eq!(l, lane);
                     for (row, &v) in batch.iter_mut().zip(coefs) {
@@ -95,7 +97,11 @@ mod tests {
             for &v in &dispatched.plane {
                 seen[usize::from(v)] = true;
             }
-            assert_eq!(dispatched.batch.coefs[..16], [[0; LANES]; 16]);
+            assert!(
+                dispatched.batch.coefs[..n * n]
+                    .iter()
+                    .all(|c| *c == [0; LANES])
+            );
         }
         assert!(seen[0] && seen[255] && seen.iter().filter(|&&s| s).count() > 200);
         // Upsampling and colour conversion, for each subsampling and both colour spaces.
