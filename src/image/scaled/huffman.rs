@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::progressive::{Band, BlockCoefs};
+use super::progressive::{Band, BlockCoefs, Coefs};
 
 /// Bits looked up at once for one Huffman code plus its extra bits.
 const FAST_BITS: u32 = 10;
@@ -706,6 +706,33 @@ impl<'a> Bits<'a> {
             let todo = *block.nonzero & band_from(k);
             self.corrections(todo, todo.count_ones(), p1, &mut block);
             *eob -= 1;
+        }
+        Some(())
+    }
+
+    /// The blocks `first..first + count` of an end-of-band run in a refinement scan: a
+    /// correction bit for each coefficient of the band already nonzero, and nothing new.
+    /// Where the reduced block keeps none of the band, the bits are only counted, and skipped
+    /// at once.
+    pub(super) fn refine_run(
+        &mut self,
+        t: &AcTable,
+        band: &Band,
+        coefs: &mut Coefs,
+        first: usize,
+        count: usize,
+    ) -> Option<()> {
+        let mask = (u64::MAX << band.ss) & (u64::MAX >> (63 - band.se));
+        if let Some(nonzero) = coefs.unkept_nonzero(first, count, mask) {
+            let bits: u64 = nonzero
+                .iter()
+                .map(|&n| u64::from((n & mask).count_ones()))
+                .sum();
+            self.skip_bits(u32::try_from(bits).ok()?);
+            return Some(());
+        }
+        for i in first..first + count {
+            self.ac_refine(t, band, &mut 1, coefs.block(i)?)?;
         }
         Some(())
     }

@@ -418,16 +418,7 @@ impl Decoder {
         } else {
             let table = self.ac_tables[scan[0].ta].as_deref()?;
             let (coefs, bw) = &mut targets[0];
-            let bw = *bw;
-            // The scan state reset at restarts is the end-of-band run here.
-            run_scan(bits, geom, scan, |bits, eob, _, bx, by| {
-                let block = coefs.block(by * bw + bx)?;
-                if band.ah == 0 {
-                    bits.ac_first(table, &band, eob, block)
-                } else {
-                    bits.ac_refine(table, &band, eob, block)
-                }
-            })
+            ac_scan(bits, geom, table, &band, coefs, *bw)
         };
         for (s, (coefs, _)) in scan.iter().zip(targets) {
             frame.comps[s.ci].coefs = Some(coefs);
@@ -539,6 +530,67 @@ where
             for &(sc, hs, vs, dx, dy) in &slots {
                 block(bits, &mut state[sc], sc, mx * hs + dx, my * vs + dy)?;
             }
+        }
+        // Stop early on truncated data rather than decoding zeros to the end.
+        if bits.overran() {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// Walks a progressive AC scan (one component, its blocks in raster order), handling restart
+/// markers, which end an end-of-band run. The blocks of such a run are handled together: a
+/// first scan has nothing to read for them, a refinement only their correction bits, counted
+/// over the run and skipped at once where the reduced block keeps none of the band (measured:
+/// 0.96x the decode of the 5 progressive wallpapers at 1/8 against one block at a time).
+fn ac_scan(
+    bits: &mut Bits,
+    g: &ScanGeom,
+    table: &AcTable,
+    band: &Band,
+    coefs: &mut Coefs,
+    bw: usize,
+) -> Option<()> {
+    let mut eob = 0usize;
+    let mut left = g.restart;
+    let mut next_rst = 0u8;
+    for by in 0..g.mcuy {
+        let mut bx = 0;
+        while bx < g.mcux {
+            if g.restart != 0 && left == 0 {
+                *bits = restart(*bits, next_rst)?;
+                next_rst = (next_rst + 1) & 7;
+                eob = 0;
+                left = g.restart;
+            }
+            let at = by * bw + bx;
+            if eob > 0 {
+                let mut run = eob.min(g.mcux - bx);
+                if g.restart != 0 {
+                    run = run.min(left);
+                    left -= run;
+                }
+                if band.ah != 0 {
+                    bits.refine_run(table, band, coefs, at, run)?;
+                }
+                eob -= run;
+                bx += run;
+                continue;
+            }
+            if g.restart != 0 {
+                left -= 1;
+            }
+            // The run that a block's end-of-band symbol starts, less the block itself.
+            let mut rest = 0;
+            let block = coefs.block(at)?;
+            if band.ah == 0 {
+                bits.ac_first(table, band, &mut rest, block)?;
+            } else {
+                bits.ac_refine(table, band, &mut rest, block)?;
+            }
+            eob = usize::try_from(rest).ok()?;
+            bx += 1;
         }
         // Stop early on truncated data rather than decoding zeros to the end.
         if bits.overran() {
