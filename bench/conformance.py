@@ -9,10 +9,10 @@ of sequence, inconsistent progression) is one qp must refuse. A file Pillow call
 one qp must refuse as truncated, unless only its EOI marker is missing (the same file with an
 EOI appended decodes without a warning), which qp may decode.
 
-qp runs on every file at seven output sizes that make it decode at 8/8, 6/8, 5/8, 4/8, 3/8, 2/8
-and 1/8 scale (`--mode fit`, the box floor(side * s / 8)); each picture is compared, as PSNR, with
+qp runs on every file at six output sizes that make it decode at 8/8, 6/8, 5/8, 4/8, 2/8 and
+1/8 scale (`--mode fit`, the box floor(side * s / 8)); each picture is compared, as PSNR, with
 libjpeg-turbo's decode at the same scale (its DCT scaling: Pillow's draft() at 1/8, 1/4 and
-1/2, `djpeg -scale N/8` at 3/8, 5/8 and 6/8), EXIF-transposed and resized to the same
+1/2, `djpeg -scale N/8` at 5/8 and 6/8), EXIF-transposed and resized to the same
 size with Pillow's bicubic. Outputs under 32 pixels on a side are not compared, and scales whose
 box exceeds qp's largest output side (16384) are not run.
 
@@ -46,7 +46,7 @@ DAMAGE = (
     "instead of rst",
     "inconsistent progression",
 )
-SCALES = (8, 6, 5, 4, 3, 2, 1)  # output = s/8 of the source
+SCALES = (8, 6, 5, 4, 2, 1)  # output = s/8 of the source
 MAX_SIDE = 16384  # qp's largest output side
 TINY = 32  # outputs with a shorter side are not compared: a few pixels differ by rounding alone
 FAILING = (
@@ -243,9 +243,9 @@ def judge(qp, path, bound, tmp):
         # The reference at the same scale: libjpeg-turbo's DCT scaling (Pillow's draft where
         # it has the scale, else djpeg's), then Pillow's bicubic (Catmull-Rom, qp's filter)
         # for the last step to the box. (A full decode shrunk by bicubic is no reference at
-        # 3/8, 5/8 or 6/8: on sharp synthetic pictures it differs from DCT scaling by 10 dB and
+        # 5/8 or 6/8: on sharp synthetic pictures it differs from DCT scaling by 10 dB and
         # more; rgb.jpg of jpeg-decoder's tests scored 22 dB against it, 35 dB against djpeg.)
-        scaled = djpeg_scaled(data, s) if s in (3, 5, 6) else None
+        scaled = djpeg_scaled(data, s) if s in (5, 6) else None
         if scaled is None:
             scaled, _, _ = pillow_decode(data, draft=box if s < 8 else None)
         scaled = scaled or ref

@@ -22,7 +22,7 @@ fn jpeg_fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-const SCALES: [u8; 7] = [8, 6, 5, 4, 3, 2, 1];
+const SCALES: [u8; 6] = [8, 6, 5, 4, 2, 1];
 
 /// A 160x120 photo-like picture: smooth gradients, hard edges and a mild fine texture, enough
 /// for the sampling and scan layouts below to matter. (A full-amplitude texture at the
@@ -197,7 +197,7 @@ fn progressive_scripts_decode_at_every_scale() {
 
 /// qp's own decoder, not libjpeg-turbo after it declined, made the reduced-scale pictures.
 fn assert_own_decoder_takes(name: &str, jpeg: &[u8]) {
-    for eighths in 1..=6 {
+    for eighths in [1, 2, 4, 5, 6] {
         assert!(
             image::scaled::decode_scaled(jpeg, eighths, u64::MAX).is_some(),
             "{name}: qp's decoder declined at {eighths}/8"

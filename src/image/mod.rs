@@ -6,10 +6,10 @@
 //! requested size crop/resize/pad with fast_image_resize and encode with libjpeg-turbo.
 //!
 //! Decoding: libjpeg-turbo ([`turbo`]) is the reference and decodes every file at every scale.
-//! qp's own DCT-domain decoder ([`scaled`]) takes the 1/8 .. 6/8 scales of the files it reads
-//! completely and cleanly (Huffman, 8-bit, gray or 3 components), where it is faster; anything
-//! else, or anything it finds odd, goes to libjpeg-turbo, so the verdict on a file never
-//! depends on the output size.
+//! qp's own DCT-domain decoder ([`scaled`]) takes the 1/8, 1/4, 1/2, 5/8 and 6/8 scales of the
+//! files it reads completely and cleanly (Huffman, 8-bit, gray or 3 components), where it is
+//! faster; anything else, or anything it finds odd, goes to libjpeg-turbo, so the verdict on a
+//! file never depends on the output size.
 
 mod background;
 mod formats;
@@ -333,8 +333,8 @@ pub fn decode_at(data: &[u8], scale: u8, max_pixels: u64) -> Result<Pixels, Imag
     }
 }
 
-/// Decodes at `scale`/8: qp's own decoder where it applies (1/8 .. 6/8), libjpeg-turbo
-/// otherwise, at the same scale (at 3/8, 5/8 and 6/8 slower than its full decode, but only
+/// Decodes at `scale`/8: qp's own decoder where it applies (1, 2, 4, 5, 6), libjpeg-turbo
+/// otherwise, at the same scale (at 5/8 and 6/8 slower than its full decode, but only
 /// for the few files qp's decoder leaves to it: CMYK, arithmetic coding, odd sampling).
 fn decode(data: &[u8], header: &Header, scale: u8, max_pixels: u64) -> Result<Pixels, ImageError> {
     if scale < 8

@@ -1,7 +1,7 @@
 //! From coefficients to samples: [`Sink`] fills a component's plane block by block, 1x1
-//! from the DC term alone ([`dc_pixel`]), 2x2 directly, 3x3 to 6x6 queued and transformed
+//! from the DC term alone ([`dc_pixel`]), 2x2 directly, 4x4 to 6x6 queued and transformed
 //! [`LANES`] blocks at a time so that the IDCT vectorizes (its AVX2 copy: [`super::simd`]):
-//! 4x4 by its butterfly, 3x3, 5x5 and 6x6 as products with the basis matrix.
+//! 4x4 by its butterfly, 5x5 and 6x6 as products with the basis matrix.
 
 use super::huffman::ZIGZAG;
 use super::simd;
@@ -26,7 +26,7 @@ pub(super) struct Sink {
     q: [f32; 36],
     /// The `n`-point IDCT's basis, `cos[x][u]`: cos((2x + 1) u pi / 2n).
     cos: [[f32; 6]; 6],
-    /// Blocks (3x3 and up) waiting for their IDCT, which runs on [`LANES`] blocks at once.
+    /// Blocks (4x4 and up) waiting for their IDCT, which runs on [`LANES`] blocks at once.
     pub(super) batch: Box<Batch>,
 }
 
@@ -136,7 +136,6 @@ impl Sink {
     #[inline(always)]
     pub(super) fn flush_inner(&mut self) -> Option<()> {
         match self.n {
-            3 => self.flush_n::<3>(),
             5 => self.flush_n::<5>(),
             6 => self.flush_n::<6>(),
             // 4x4 blocks; for 1x1 and 2x2, which write their samples at once, a no-op.

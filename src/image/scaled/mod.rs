@@ -1,4 +1,4 @@
-//! Reduced-scale JPEG decoding: 1/8 to 6/8 straight from the DCT coefficients.
+//! Reduced-scale JPEG decoding: 1/8, 1/4, 1/2, 5/8 or 3/4 straight from the DCT coefficients.
 //!
 //! Shrinking a 5120x2880 photo to 224 pixels by a full decode spends most of its time in
 //! IDCT, upsampling and colour conversion of pixels that the resizer then throws away.
@@ -6,12 +6,12 @@
 //! at 1/8 only the DC coefficient of each 8x8 block is needed (one output pixel per block);
 //! at N/8 an NxN IDCT of the low-frequency coefficients gives the block. Chroma subsampled
 //! 2x both ways is decoded at twice the luma's block size instead of being upsampled (as
-//! libjpeg does) where that block is at most 4x4, or 6x6 at 3/8; otherwise, and for other
+//! libjpeg does) where that block is at most 4x4; otherwise, and for other
 //! subsampling, it gets libjpeg's triangle filter. (At 5/8 and 6/8 libjpeg-turbo computes
 //! 4:2:0 chroma with a 10- or 12-point IDCT instead; upsampling costs less.)
 //!
 //! This module owns that fast path: baseline, extended (sequential) and progressive Huffman
-//! at 1/8 to 6/8, 8-bit only, grayscale or three-component YCbCr/RGB. Every scan is
+//! at those scales, 8-bit only, grayscale or three-component YCbCr/RGB. Every scan is
 //! read in full, so that the decoder sees the damage libjpeg-turbo reports. Anything else,
 //! and any file that looks damaged or that libjpeg would warn about, yields `None`, and the
 //! caller falls back to libjpeg-turbo (at the same scale, or at full scale where its own
@@ -55,7 +55,7 @@ pub struct Scaled {
     pub pixels: Vec<u8>,
 }
 
-/// Decodes `data` at `eighths`/8 scale, 1 to 6. Output
+/// Decodes `data` at `eighths`/8 scale: 1, 2, 4, 5 or 6. Output
 /// size is ceil(w * eighths / 8) x ceil(h * eighths / 8), as libjpeg's.
 ///
 /// Returns None when the fast path does not cover this file (the caller then uses
@@ -64,7 +64,7 @@ pub struct Scaled {
 /// unchecked header sizes beyond what `max_pixels` (width*height of the full image) allows.
 pub fn decode_scaled(data: &[u8], eighths: u8, max_pixels: u64) -> Option<Scaled> {
     let n = usize::from(eighths);
-    if !(1..=6).contains(&n) {
+    if !matches!(n, 1 | 2 | 4..=6) {
         return None;
     }
     let mut dec = Decoder::default();
@@ -106,7 +106,7 @@ mod tests {
     ];
 
     /// The scales qp's decoder takes, in eighths.
-    const SCALES: [u8; 6] = [1, 2, 3, 4, 5, 6];
+    const SCALES: [u8; 5] = [1, 2, 4, 5, 6];
 
     const BAD: &[(&str, &[u8])] = fixtures![
         "bad_empty",
@@ -212,14 +212,13 @@ mod tests {
         }
     }
 
-    /// At 3/8, 5/8 and 3/4, qp's decoder and libjpeg-turbo's own scaled decode give the same
-    /// picture but for rounding and, at 5/8 and 3/4, the chroma of 4:2:0 files (libjpeg-turbo
-    /// computes it at twice the luma's scale with a 10- or 12-point IDCT, qp upsamples it as
-    /// at 1/2).
+    /// At 5/8 and 3/4, qp's decoder and libjpeg-turbo's own scaled decode give the same
+    /// picture but for rounding and the chroma of 4:2:0 files (libjpeg-turbo computes it at
+    /// twice the luma's scale with a 10- or 12-point IDCT, qp upsamples it as at 1/2).
     #[test]
-    fn matches_libjpeg_turbo_at_three_five_and_six_eighths() {
+    fn matches_libjpeg_turbo_at_five_and_six_eighths() {
         for &(name, data) in GOOD {
-            for eighths in [3u8, 5, 6] {
+            for eighths in [5u8, 6] {
                 let got = decode_scaled(data, eighths, u64::MAX)
                     .unwrap_or_else(|| panic!("{name} {eighths}/8: declined"));
                 let want = turbo::decode(data, eighths, false).expect("libjpeg-turbo decodes it");
@@ -242,7 +241,7 @@ mod tests {
     #[test]
     fn other_scales_decline() {
         let data = GOOD[0].1;
-        for eighths in [0u8, 7, 8, 16] {
+        for eighths in [0u8, 3, 7, 8, 16] {
             assert!(
                 decode_scaled(data, eighths, u64::MAX).is_none(),
                 "{eighths}/8"

@@ -647,7 +647,6 @@ fn decode_baseline(
                 // Straight into the IDCT batch, whose coefficients start out zero.
                 let (coefs, lane) = c.sink.lane();
                 let diff = match n {
-                    3 => bits.block::<3, LANES, 37>(c.dc, c.ac, coefs, lane)?,
                     4 => bits.block::<4, LANES, 37>(c.dc, c.ac, coefs, lane)?,
                     5 => bits.block::<5, LANES, 37>(c.dc, c.ac, coefs, lane)?,
                     _ => bits.block::<6, LANES, 37>(c.dc, c.ac, coefs, lane)?,

@@ -71,12 +71,12 @@ mod tests {
     #[test]
     fn avx2_copies_match_the_baseline() {
         let mut rand = lcg(7);
-        // The IDCTs (4x4, and 3x3, 5x5, 6x6), on batches of blocks whose samples span
+        // The IDCTs (4x4, 5x5 and 6x6), on batches of blocks whose samples span
         // 0..=255 and beyond (clamped).
         let q: [u16; 64] = std::array::from_fn(|_| 1 + rand(16) as u16);
         let mut seen = [false; 256];
-        for round in 0..400 {
-            let n = [4, 3, 5, 6][round % 4];
+        for round in 0..300 {
+            let n = [4, 5, 6][round % 3];
             let stride = n * LANES;
             let mut sinks = [0, 1].map(|_| Sink::new(n, stride, vec![0; n * stride], &q));
             let values: Vec<i32> = (0..n * n * LANES).map(|_| rand(48) as i32 - 24).collect();
