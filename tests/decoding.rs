@@ -3,8 +3,8 @@
 //! Fixtures are made here with libjpeg-turbo's own `cjpeg` and `jpegtran` (Debian's
 //! libjpeg-turbo-progs, which scripts/setup installs) from a synthetic picture, or are small
 //! files of qp's own making in `tests/jpeg-fixtures/` (its README says how). Each is decoded by
-//! qp at 8/8, 6/8, 5/8, 4/8, 2/8 and 1/8 (`decode_at`, the decode step of the pipeline) and compared with
-//! `djpeg -scale N/8`, libjpeg-turbo's decode at the same scale.
+//! qp at 8/8, 6/8, 5/8, 4/8, 2/8 and 1/8 (`decode_at`, the decode step of the pipeline) and
+//! compared with `djpeg -scale N/8`, libjpeg-turbo's decode at the same scale.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
