@@ -110,15 +110,14 @@ def djpeg_scaled(data, eighths):
         im.load()
     except Exception:  # noqa: BLE001
         return None
+    # The file's EXIF on the picture, so that Pillow's own exif_transpose turns it as
+    # pillow_decode turns Pillow's decode.
     try:
-        orientation = Image.open(io.BytesIO(data)).getexif().get(0x0112)
+        im.info["exif"] = Image.open(io.BytesIO(data)).info.get("exif") or b""
+        im = ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - a broken EXIF block: the picture stays as stored
-        orientation = None
-    T = Image.Transpose
-    method = {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE,
-              6: T.ROTATE_270, 7: T.TRANSVERSE, 8: T.ROTATE_90}.get(orientation)
-    im = im.convert("RGB")
-    return im.transpose(method) if method else im
+        pass
+    return im.convert("RGB")
 
 
 def reference(data):

@@ -197,7 +197,7 @@ fn progressive_scripts_decode_at_every_scale() {
 
 /// qp's own decoder, not libjpeg-turbo after it declined, made the reduced-scale pictures.
 fn assert_own_decoder_takes(name: &str, jpeg: &[u8]) {
-    for eighths in [1, 2, 4, 5, 6] {
+    for eighths in image::scaled::EIGHTHS {
         assert!(
             image::scaled::decode_scaled(jpeg, eighths, u64::MAX).is_some(),
             "{name}: qp's decoder declined at {eighths}/8"

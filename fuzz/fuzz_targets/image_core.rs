@@ -36,7 +36,7 @@ fuzz_target!(|data: &[u8]| {
         ..ResizeSpec::default()
     };
     let _ = image::process(jpeg, &spec);
-    for eighths in [1u8, 2, 4, 5, 6] {
+    for eighths in image::scaled::EIGHTHS {
         if image::scaled::decode_scaled(jpeg, eighths, 4_000_000).is_some() {
             if let Err(e) = image::turbo::decode(jpeg, eighths, false) {
                 panic!("qp's decoder took at {eighths}/8 what libjpeg-turbo refuses: {e}");

@@ -113,20 +113,22 @@ impl Plan {
     }
 }
 
-/// The JPEG decode scale N/8: the smallest of 1/8, 2/8, 4/8, 5/8, 6/8 and 8/8 that still
-/// leaves at least one decoded pixel per output pixel for every requested size. Decoding at
-/// N/8 in the DCT domain keeps the block's N x N lowest frequencies, a proper low-pass filter,
-/// so the resize after it loses nothing. Not 3/8 or 7/8, where qp's own decoder measured
-/// slower than the next scale up: 3/8 against 4/8 1.09x over a whole fit, 7/8 against
-/// libjpeg-turbo's full decode (whose IDCT has SIMD) 1.07x (README, Performance).
+/// The JPEG decode scale N/8: the smallest of qp's own decoder's ([`super::scaled::EIGHTHS`])
+/// and 8/8 that still leaves at least one decoded pixel per output pixel for every requested
+/// size. Decoding at N/8 in the DCT domain keeps the block's N x N lowest frequencies, a
+/// proper low-pass filter, so the resize after it loses nothing. Not 3/8 or 7/8, where qp's
+/// own decoder measured slower than the next scale up: 3/8 against 4/8 1.09x over a whole
+/// fit, 7/8 against libjpeg-turbo's full decode (whose IDCT has SIMD) 1.07x (README,
+/// Performance).
 pub fn decode_scale(w: u32, h: u32, sizes: &[Size], mode: Mode) -> u8 {
     let reduction = sizes
         .iter()
         .map(|&s| Plan::new(mode, (w, h), s).reduction())
         .fold(f64::INFINITY, f64::min);
     // The smallest N with N/8 >= 1/reduction; the tolerance keeps an exact ratio (2.0) at 4/8.
-    [1u8, 2, 4, 5, 6, 8]
+    super::scaled::EIGHTHS
         .into_iter()
+        .chain([8])
         .find(|&n| f64::from(n) * reduction >= 8.0 - 1e-9)
         .unwrap_or(8)
 }

@@ -660,8 +660,6 @@ impl<'a> Bits<'a> {
     ) -> Option<()> {
         let p1 = 1i16 << band.al;
         // The band from zigzag index `from` on.
-        let band_from =
-            |from: u32| u64::MAX.checked_shl(from).unwrap_or(0) & (u64::MAX >> (63 - band.se));
         let mut k = band.ss;
         if *eob == 0 {
             while k <= band.se {
@@ -679,7 +677,7 @@ impl<'a> Bits<'a> {
                 }
                 // Past `r` zero coefficients (ZRL: 16) to the next zero, or the band's end,
                 // with a correction bit for each nonzero one on the way.
-                let from_k = band_from(k);
+                let from_k = band.from(k);
                 let zeros = !*block.nonzero & from_k;
                 let (stop, passed) =
                     if (*block.nonzero >> k) & ((2 << r) - 1) == 0 && k + r <= band.se {
@@ -692,7 +690,7 @@ impl<'a> Bits<'a> {
                             _ => (band.se + 1, band.se + 1 - k - zeros.count_ones()),
                         }
                     };
-                let todo = *block.nonzero & from_k & !band_from(stop);
+                let todo = *block.nonzero & from_k & !band.from(stop);
                 self.corrections(todo, passed, p1, &mut block);
                 k = stop;
                 if new != 0 {
@@ -703,7 +701,7 @@ impl<'a> Bits<'a> {
         }
         if *eob > 0 {
             // The rest of the band holds no new coefficient.
-            let todo = *block.nonzero & band_from(k);
+            let todo = *block.nonzero & band.from(k);
             self.corrections(todo, todo.count_ones(), p1, &mut block);
             *eob -= 1;
         }
@@ -722,7 +720,7 @@ impl<'a> Bits<'a> {
         first: usize,
         count: usize,
     ) -> Option<()> {
-        let mask = (u64::MAX << band.ss) & (u64::MAX >> (63 - band.se));
+        let mask = band.from(band.ss);
         if let Some(nonzero) = coefs.unkept_nonzero(first, count, mask) {
             let bits: u64 = nonzero
                 .iter()

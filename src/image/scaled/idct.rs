@@ -23,12 +23,18 @@ pub(super) struct Sink {
     pub(super) n: usize,
     q0: i32,
     /// Dequantization with the IDCT's weights folded in, row-major in the `n`x`n` block.
-    q: [f32; 36],
+    q: [f32; MAX_N * MAX_N],
     /// The `n`-point IDCT's basis, `cos[x][u]`: cos((2x + 1) u pi / 2n).
-    cos: [[f32; 6]; 6],
+    cos: [[f32; MAX_N]; MAX_N],
     /// Blocks (4x4 and up) waiting for their IDCT, which runs on [`LANES`] blocks at once.
     pub(super) batch: Box<Batch>,
 }
+
+/// The largest block side the batched IDCTs make (6/8 scale).
+const MAX_N: usize = 6;
+
+/// Rows of a batch: a coefficient each of the largest block, and the spare one.
+pub(super) const BATCH_ROWS: usize = MAX_N * MAX_N + 1;
 
 /// Blocks per batched IDCT: one per SIMD lane (two SSE registers, one AVX).
 pub(super) const LANES: usize = 8;
@@ -37,7 +43,7 @@ pub(super) const LANES: usize = 8;
 /// over blocks vectorizes (plus the spare row that decoding writes discarded ones to, never
 /// read), and where each block goes. The kept ones are zero after each flush.
 pub(super) struct Batch {
-    pub(super) coefs: [[i32; LANES]; 37],
+    pub(super) coefs: [[i32; LANES]; BATCH_ROWS],
     at: [usize; LANES],
     len: usize,
 }
@@ -53,14 +59,14 @@ impl Sink {
                 1.0
             }
         };
-        let mut f = [0f32; 36];
+        let mut f = [0f32; MAX_N * MAX_N];
         for (k, &z) in ZIGZAG.iter().enumerate() {
             let (v, u) = (usize::from(z) / 8, usize::from(z) % 8);
             if v < n && u < n {
                 f[v * n + u] = f32::from(q[k]) * weight(u) * weight(v) * cos(u) * cos(v);
             }
         }
-        let mut basis = [[0f32; 6]; 6];
+        let mut basis = [[0f32; MAX_N]; MAX_N];
         for (x, row) in basis.iter_mut().enumerate().take(n) {
             for (u, c) in row.iter_mut().enumerate() {
                 *c =
@@ -75,7 +81,7 @@ impl Sink {
             q: f,
             cos: basis,
             batch: Box::new(Batch {
-                coefs: [[0; LANES]; 37],
+                coefs: [[0; LANES]; BATCH_ROWS],
                 at: [0; LANES],
                 len: 0,
             }),
@@ -110,7 +116,7 @@ impl Sink {
 
     /// The batch's coefficients and the lane of the next block.
     #[inline(always)]
-    pub(super) fn lane(&mut self) -> (&mut [[i32; LANES]; 37], usize) {
+    pub(super) fn lane(&mut self) -> (&mut [[i32; LANES]; BATCH_ROWS], usize) {
         (&mut self.batch.coefs, self.batch.len % LANES)
     }
 

@@ -21,6 +21,12 @@ pub(super) struct Band {
 }
 
 impl Band {
+    /// Bit `k` set for the band's zigzag indices from `from` on (none past 63).
+    #[inline(always)]
+    pub(super) fn from(&self, from: u32) -> u64 {
+        u64::MAX.checked_shl(from).unwrap_or(0) & (u64::MAX >> (63 - self.se))
+    }
+
     /// `None` where libjpeg stops with "invalid progressive parameters".
     pub(super) fn new(ss: u8, se: u8, ahal: u8, components: usize) -> Option<Band> {
         let band = Band {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use super::Scaled;
 use super::color::RowSource;
 use super::huffman::{AcTable, Bits, DcTable, HuffSpec, cached_ac_table};
-use super::idct::{LANES, Sink};
+use super::idct::{BATCH_ROWS, LANES, Sink};
 use super::marker::{find_marker, find_marker_after_scan, segment};
 use super::progressive::{Band, Coefs};
 use super::simd;
@@ -647,9 +647,9 @@ fn decode_baseline(
                 // Straight into the IDCT batch, whose coefficients start out zero.
                 let (coefs, lane) = c.sink.lane();
                 let diff = match n {
-                    4 => bits.block::<4, LANES, 37>(c.dc, c.ac, coefs, lane)?,
-                    5 => bits.block::<5, LANES, 37>(c.dc, c.ac, coefs, lane)?,
-                    _ => bits.block::<6, LANES, 37>(c.dc, c.ac, coefs, lane)?,
+                    4 => bits.block::<4, LANES, BATCH_ROWS>(c.dc, c.ac, coefs, lane)?,
+                    5 => bits.block::<5, LANES, BATCH_ROWS>(c.dc, c.ac, coefs, lane)?,
+                    _ => bits.block::<6, LANES, BATCH_ROWS>(c.dc, c.ac, coefs, lane)?,
                 };
                 coefs[0][lane] = add(diff);
                 c.sink.queue(bx, by)
