@@ -133,15 +133,15 @@ impl Coefs {
         self.bits.iter().all(|&b| b == 0)
     }
 
-    /// The nonzero bits of blocks `i..i + count`, where no coefficient of zigzag indices
-    /// `band` is kept (a refinement's correction bits for them only need counting); `None`
-    /// if one is, or the blocks do not exist.
+    /// Whether the reduced block keeps none of the zigzag indices `band`.
+    pub(super) fn keeps_none(&self, band: u64) -> bool {
+        self.kept_mask & band == 0
+    }
+
+    /// The nonzero bits of blocks `i..i + count`.
     #[inline]
-    pub(super) fn unkept_nonzero(&self, i: usize, count: usize, band: u64) -> Option<&[u64]> {
-        if self.kept_mask & band != 0 {
-            return None;
-        }
-        self.nonzero.get(i..i.checked_add(count)?)
+    pub(super) fn nonzero_mut(&mut self, i: usize, count: usize) -> Option<&mut [u64]> {
+        self.nonzero.get_mut(i..i.checked_add(count)?)
     }
 
     /// Block `i`'s kept coefficients and nonzero bits.

@@ -540,10 +540,11 @@ where
 }
 
 /// Walks a progressive AC scan (one component, its blocks in raster order), handling restart
-/// markers, which end an end-of-band run. The blocks of such a run are handled together: a
-/// first scan has nothing to read for them, a refinement only their correction bits, counted
-/// over the run and skipped at once where the reduced block keeps none of the band (measured:
-/// 0.96x the decode of the 5 progressive wallpapers at 1/8 against one block at a time).
+/// markers, which end an end-of-band run. Where the reduced block keeps none of the band
+/// (every AC band at 1/8), only the blocks' nonzero bits change, and a row up to the next
+/// restart goes to one call of `first_unkept` or `refine_unkept`, which count the correction
+/// bits of an end-of-band run at once (measured: 0.84x the decode of the 5 progressive
+/// wallpapers at 1/8 against the general path a block at a time).
 fn ac_scan(
     bits: &mut Bits,
     g: &ScanGeom,
@@ -555,6 +556,7 @@ fn ac_scan(
     let mut eob = 0usize;
     let mut left = g.restart;
     let mut next_rst = 0u8;
+    let unkept = coefs.keeps_none(band.from(band.ss));
     for by in 0..g.mcuy {
         let mut bx = 0;
         while bx < g.mcux {
@@ -565,6 +567,21 @@ fn ac_scan(
                 left = g.restart;
             }
             let at = by * bw + bx;
+            if unkept {
+                let mut n = g.mcux - bx;
+                if g.restart != 0 {
+                    n = n.min(left);
+                    left -= n;
+                }
+                let nonzero = coefs.nonzero_mut(at, n)?;
+                if band.ah == 0 {
+                    bits.first_unkept(table, band, &mut eob, nonzero)?;
+                } else {
+                    bits.refine_unkept(table, band, &mut eob, nonzero)?;
+                }
+                bx += n;
+                continue;
+            }
             if eob > 0 {
                 let mut run = eob.min(g.mcux - bx);
                 if g.restart != 0 {
