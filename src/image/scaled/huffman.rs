@@ -177,7 +177,7 @@ static SELECT_IN_BYTE: [[u8; 256]; 8] = select_in_byte();
 /// `r`. Without a loop (Vigna's broadword select): the exit of a loop clearing `r` bits
 /// was the refinement scans' costliest mispredicted branch.
 #[inline(always)]
-fn select(x: u64, r: u32) -> u32 {
+pub(super) fn select(x: u64, r: u32) -> u32 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut s = x - ((x >> 1) & 0x5555_5555_5555_5555);
@@ -768,13 +768,18 @@ impl<'a> Bits<'a> {
     /// in the current end-of-band run, before and after. One call-free loop over the blocks
     /// on a local copy of the bit reader: called per block, the general path's entry and
     /// exit were a good part of a progressive photo's decode at 1/8.
-    #[inline(never)]
-    pub(super) fn refine_unkept(
+    ///
+    /// `find(x, r)` is [`select`], or with `ANY_RUN` one as fast for every run (BMI2's
+    /// `pdep`, in `simd`'s copy of this): then it is used for every symbol; without it, runs
+    /// that pass no nonzero coefficient, the most common, take a shortcut.
+    #[inline(always)]
+    pub(super) fn refine_unkept<const ANY_RUN: bool>(
         &mut self,
         t: &AcTable,
         band: &Band,
         eob: &mut usize,
         nonzero: &mut [u64],
+        find: impl Fn(u64, u32) -> u32,
     ) -> Option<()> {
         let mut b = *self;
         let mut run = *eob;
@@ -819,15 +824,15 @@ impl<'a> Bits<'a> {
                 // Past `r` zero coefficients (ZRL: 16) to the next zero, or the band's end,
                 // with a correction bit for each nonzero one on the way.
                 let zeros = !nz & band.from(k);
-                let (stop, passed) = if (nz >> k) & ((2 << r) - 1) == 0 && k + r <= band.se {
-                    // Most often no nonzero coefficient lies on the way.
-                    (k + r, 0)
-                } else {
-                    match select(zeros, r) {
-                        stop @ 0..64 => (stop, stop - k - r),
-                        _ => (band.se + 1, band.se + 1 - k - zeros.count_ones()),
-                    }
-                };
+                let (stop, passed) =
+                    if !ANY_RUN && (nz >> k) & ((2 << r) - 1) == 0 && k + r <= band.se {
+                        (k + r, 0)
+                    } else {
+                        match find(zeros, r) {
+                            stop @ 0..64 => (stop, stop - k - r),
+                            _ => (band.se + 1, band.se + 1 - k - zeros.count_ones()),
+                        }
+                    };
                 // At least 15 bits are left after a symbol (32, less a code of at most 16
                 // and a sign bit): one branch, almost never taken.
                 if passed <= b.nbits {
@@ -936,6 +941,7 @@ impl<'a> Bits<'a> {
 #[cfg(test)]
 mod tests {
     use super::super::progressive::Coefs;
+    use super::super::simd;
     use super::*;
 
     /// xorshift64: the tests see the same data every run.
@@ -1027,28 +1033,40 @@ mod tests {
             let mut general = Coefs::new(n, 1);
             let before: Vec<u64> = (0..n).map(|_| next() & next() & !1).collect();
             general.nonzero_mut(0, n).unwrap().copy_from_slice(&before);
-            let mut unkept = before.clone();
-            let (mut a, mut b) = (Bits::new(&data, 0), Bits::new(&data, 0));
+            let mut a = Bits::new(&data, 0);
             let got_a = general_row(&mut a, &t, &band, &mut general, n);
-            let mut eob = 0;
-            let got_b = if ah == 0 {
-                b.first_unkept(&t, &band, &mut eob, &mut unkept)
+            let read = |b: &Bits| (b.pos * 8) as i64 - i64::from(b.nbits) - i64::from(b.fake) * 8;
+            // The first scan's path; the refinement's portable copy and the one this CPU
+            // takes (BMI2's where its pdep is fast).
+            type Row = fn(&mut Bits, &AcTable, &Band, &mut usize, &mut [u64]) -> Option<()>;
+            let paths: &[Row] = if ah == 0 {
+                &[|b, t, band, eob, nz| b.first_unkept(t, band, eob, nz)]
             } else {
-                b.refine_unkept(&t, &band, &mut eob, &mut unkept)
+                &[simd::portable_refine_unkept, simd::refine_unkept]
             };
-            assert_eq!(got_a.is_some(), got_b.is_some(), "case {case}: verdict");
+            for (i, path) in paths.iter().enumerate() {
+                let mut unkept = before.clone();
+                let mut b = Bits::new(&data, 0);
+                let got_b = path(&mut b, &t, &band, &mut 0, &mut unkept);
+                assert_eq!(
+                    got_a.is_some(),
+                    got_b.is_some(),
+                    "case {case}, path {i}: verdict"
+                );
+                if got_a.is_some() {
+                    assert_eq!(read(&a), read(&b), "case {case}, path {i}: bits read");
+                    assert_eq!(
+                        general.nonzero_mut(0, n).unwrap(),
+                        &unkept[..],
+                        "case {case}"
+                    );
+                }
+            }
             if got_a.is_none() {
                 refused += 1;
-                continue;
+            } else {
+                ok += 1;
             }
-            ok += 1;
-            let read = |b: &Bits| (b.pos * 8) as i64 - i64::from(b.nbits) - i64::from(b.fake) * 8;
-            assert_eq!(read(&a), read(&b), "case {case}: bits read");
-            assert_eq!(
-                general.nonzero_mut(0, n).unwrap(),
-                &unkept[..],
-                "case {case}"
-            );
         }
         assert!(ok > 1000 && refused > 100, "{ok} taken, {refused} refused");
     }

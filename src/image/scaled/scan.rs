@@ -577,7 +577,7 @@ fn ac_scan(
                 if band.ah == 0 {
                     bits.first_unkept(table, band, &mut eob, nonzero)?;
                 } else {
-                    bits.refine_unkept(table, band, &mut eob, nonzero)?;
+                    simd::refine_unkept(bits, table, band, &mut eob, nonzero)?;
                 }
                 bx += n;
                 continue;

@@ -2,10 +2,13 @@
 //! `src/main.rs`, a crate of its own). Each kernel here runs its `_inner` function, which is
 //! `#[inline(always)]`, either as compiled for the x86-64 baseline or inlined into a
 //! `#[target_feature(enable = "avx2")]` copy, which is `unsafe` to call: the CPU must have
-//! AVX2, which [`has_avx2`] checks.
+//! AVX2, which [`has_avx2`] checks. The progressive refinement's row loop has a BMI2 copy
+//! the same way, taken where [`has_fast_pdep`] says so.
 
 use super::color::{RowSource, colour_rows_inner};
+use super::huffman::{AcTable, Bits, select};
 use super::idct::Sink;
+use super::progressive::Band;
 
 /// Whether the CPU has AVX2 (every Fargate and Lambda x86 host does). The loops that
 /// vectorize across pixels or blocks (the IDCTs, upsampling, colour conversion) are
@@ -49,6 +52,71 @@ pub(super) fn colour_rows(
         return unsafe { avx2(pixels, ow, rows, rgb) };
     }
     colour_rows_inner(pixels, ow, rows, rgb)
+}
+
+/// Whether `pdep` is fast: on every x86 CPU with BMI2 but AMD's before Zen 3 (and Hygon's,
+/// a Zen 1), where it is microcoded and takes up to hundreds of cycles.
+#[cfg(target_arch = "x86_64")]
+fn has_fast_pdep() -> bool {
+    static FAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FAST.get_or_init(|| {
+        use std::arch::x86_64::__cpuid;
+        if !std::arch::is_x86_feature_detected!("bmi2") {
+            return false;
+        }
+        let v = __cpuid(0);
+        let vendor = [v.ebx, v.edx, v.ecx].map(u32::to_le_bytes).concat();
+        let amd = vendor == b"AuthenticAMD" || vendor == b"HygonGenuine";
+        let eax = __cpuid(1).eax;
+        let family = match (eax >> 8) & 0xF {
+            0xF => 0xF + ((eax >> 20) & 0xFF),
+            f => f,
+        };
+        !amd || family >= 0x19
+    })
+}
+
+/// A refinement scan's row of blocks whose band the reduced block keeps none of
+/// ([`Bits::refine_unkept`]). Where `pdep` is fast, the end of every zero run is one
+/// `pdep` of the zero coefficients' mask (branch-free: measured 0.88x the decode of the
+/// progressive wallpapers at 1/8 against the portable loop's shortcut and broadword select).
+pub(super) fn refine_unkept(
+    bits: &mut Bits,
+    t: &AcTable,
+    band: &Band,
+    eob: &mut usize,
+    nonzero: &mut [u64],
+) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    if has_fast_pdep() {
+        #[target_feature(enable = "bmi2")]
+        fn bmi2(
+            bits: &mut Bits,
+            t: &AcTable,
+            band: &Band,
+            eob: &mut usize,
+            nonzero: &mut [u64],
+        ) -> Option<()> {
+            bits.refine_unkept::<true>(t, band, eob, nonzero, |x, r| {
+                std::arch::x86_64::_pdep_u64(1 << r, x).trailing_zeros()
+            })
+        }
+        // SAFETY: the CPU has BMI2, the only requirement of `bmi2`.
+        return unsafe { bmi2(bits, t, band, eob, nonzero) };
+    }
+    portable_refine_unkept(bits, t, band, eob, nonzero)
+}
+
+/// [`refine_unkept`] for the x86-64 baseline, with [`select`].
+#[inline(never)]
+pub(super) fn portable_refine_unkept(
+    bits: &mut Bits,
+    t: &AcTable,
+    band: &Band,
+    eob: &mut usize,
+    nonzero: &mut [u64],
+) -> Option<()> {
+    bits.refine_unkept::<false>(t, band, eob, nonzero, select)
 }
 
 #[cfg(test)]
