@@ -708,10 +708,41 @@ impl<'a> Bits<'a> {
         Some(())
     }
 
-    /// A first AC scan's blocks `nonzero` (consecutive, no restart marker among them) where
-    /// the reduced block keeps none of the band: [`Bits::ac_first`]'s symbols, only the
-    /// nonzero bits kept. `eob` as for [`Bits::refine_unkept`], and for the same reason one
-    /// call-free loop over the blocks.
+    /// The walk [`Bits::first_unkept`] and [`Bits::refine_unkept`] share over blocks
+    /// `nonzero` (consecutive, no restart marker among them): the blocks of an end-of-band
+    /// run go to `run_blocks` together, every other block to `block`, which returns the run
+    /// it starts (less itself). `eob`: the blocks left in the current run, before and after.
+    /// One call-free loop on a local copy of the bit reader: called per block, the general
+    /// path's entry and exit were a good part of a progressive photo's decode at 1/8.
+    #[inline(always)]
+    fn unkept_row(
+        &mut self,
+        eob: &mut usize,
+        nonzero: &mut [u64],
+        mut run_blocks: impl FnMut(&mut Self, &[u64]),
+        mut block: impl FnMut(&mut Self, &mut u64) -> Option<usize>,
+    ) -> Option<()> {
+        let mut b = *self;
+        let mut run = *eob;
+        let mut i = 0;
+        while i < nonzero.len() {
+            if run > 0 {
+                let n = run.min(nonzero.len() - i);
+                run_blocks(&mut b, &nonzero[i..i + n]);
+                run -= n;
+                i += n;
+                continue;
+            }
+            run = block(&mut b, &mut nonzero[i])?;
+            i += 1;
+        }
+        *self = b;
+        *eob = run;
+        Some(())
+    }
+
+    /// A first AC scan's blocks `nonzero` where the reduced block keeps none of the band:
+    /// [`Bits::ac_first`]'s symbols, only the nonzero bits kept.
     #[inline(never)]
     pub(super) fn first_unkept(
         &mut self,
@@ -720,54 +751,39 @@ impl<'a> Bits<'a> {
         eob: &mut usize,
         nonzero: &mut [u64],
     ) -> Option<()> {
-        let mut b = *self;
-        let mut run = *eob;
-        let mut i = 0;
-        while i < nonzero.len() {
-            if run > 0 {
-                // Blocks of an end-of-band run read nothing.
-                let n = run.min(nonzero.len() - i);
-                run -= n;
-                i += n;
-                continue;
-            }
-            let mut nz = nonzero[i];
-            let mut k = band.ss;
-            while k <= band.se {
-                if b.nbits < 32 && !b.refill_fast() {
-                    b = b.refill_slow();
-                }
-                let (r, s, v) = b.prog_symbol(t)?;
-                if s == 0 {
-                    if r == 15 {
-                        k += 16;
-                        continue;
+        // The blocks of an end-of-band run read nothing.
+        self.unkept_row(
+            eob,
+            nonzero,
+            |_, _| (),
+            |b, nz| {
+                let mut k = band.ss;
+                while k <= band.se {
+                    b.ensure();
+                    let (r, s, v) = b.prog_symbol(t)?;
+                    if s == 0 {
+                        if r == 15 {
+                            k += 16;
+                            continue;
+                        }
+                        return usize::try_from(v - 1).ok();
                     }
-                    run = usize::try_from(v - 1).ok()?;
-                    break;
+                    k += r;
+                    // As `BlockCoefs::set` with `ac_first`'s 16-bit coefficient.
+                    let at = k.min(63);
+                    let value = ((v as u32) << band.al) as i16;
+                    *nz = (*nz & !(1 << at)) | u64::from(value != 0) << at;
+                    k += 1;
                 }
-                k += r;
-                // As `BlockCoefs::set` with `ac_first`'s 16-bit coefficient.
-                let at = k.min(63);
-                let value = ((v as u32) << band.al) as i16;
-                nz = (nz & !(1 << at)) | u64::from(value != 0) << at;
-                k += 1;
-            }
-            nonzero[i] = nz;
-            i += 1;
-        }
-        *self = b;
-        *eob = run;
-        Some(())
+                Some(0)
+            },
+        )
     }
 
-    /// A refinement scan's blocks `nonzero` (consecutive, no restart marker among them)
-    /// where the reduced block keeps none of the band (every AC band at 1/8). The same
-    /// symbols and checks as [`Bits::ac_refine`] and [`Bits::refine_run`], but only the
-    /// nonzero bits change, and correction bits are skipped by count. `eob`: the blocks left
-    /// in the current end-of-band run, before and after. One call-free loop over the blocks
-    /// on a local copy of the bit reader: called per block, the general path's entry and
-    /// exit were a good part of a progressive photo's decode at 1/8.
+    /// A refinement scan's blocks `nonzero` where the reduced block keeps none of the band
+    /// (every AC band at 1/8): the symbols and checks of [`Bits::ac_refine`] and
+    /// [`Bits::refine_run`], but only the nonzero bits change, and correction bits are
+    /// skipped by count.
     ///
     /// `find(x, r)` is [`select`], or with `ANY_RUN` one as fast for every run (BMI2's
     /// `pdep`, in `simd`'s copy of this): then it is used for every symbol; without it, runs
@@ -781,51 +797,30 @@ impl<'a> Bits<'a> {
         nonzero: &mut [u64],
         find: impl Fn(u64, u32) -> u32,
     ) -> Option<()> {
-        let mut b = *self;
-        let mut run = *eob;
         let mut bad = false;
-        let mut i = 0;
-        while i < nonzero.len() {
-            if run > 0 {
-                let n = run.min(nonzero.len() - i);
-                let band = band.from(band.ss);
-                let bits: u32 = nonzero[i..i + n]
-                    .iter()
-                    .map(|&nz| (nz & band).count_ones())
-                    .sum();
-                b.skip_bits(bits);
-                run -= n;
-                i += n;
-                continue;
-            }
-            let mut nz = nonzero[i];
+        let whole = band.from(band.ss);
+        let run_blocks = |b: &mut Self, blocks: &[u64]| {
+            b.skip_bits(blocks.iter().map(|&nz| (nz & whole).count_ones()).sum());
+        };
+        self.unkept_row(eob, nonzero, run_blocks, |b, nz| {
             let mut k = band.ss;
             while k <= band.se {
-                if b.nbits < 32 && !b.refill_fast() {
-                    b = b.refill_slow();
-                }
-                let e = t.prog[b.peek::<FAST_BITS>()];
-                let (r, s, v) = if e & 0xFF != 0 {
-                    b.consume_entry(e as u32);
-                    (((e >> 8) & 15) as u32, ((e >> 12) & 15) as u32, e >> 16)
-                } else {
-                    b.prog_symbol(t)?
-                };
+                b.ensure();
+                let (r, s, v) = b.prog_symbol(t)?;
                 if s == 0 && r != 15 {
                     // An end-of-band run of `v` blocks, this one included: the rest of its
                     // band holds no new coefficient.
-                    b.skip_bits((nz & band.from(k)).count_ones());
-                    run = usize::try_from(v - 1).ok()?;
-                    break;
+                    b.skip_bits((*nz & band.from(k)).count_ones());
+                    return usize::try_from(v - 1).ok();
                 }
                 // As `ac_refine`: a magnitude above 1 is corrupt data. Checked once at the
                 // end; until then the symbol counts as a 1.
                 bad |= s > 1;
                 // Past `r` zero coefficients (ZRL: 16) to the next zero, or the band's end,
                 // with a correction bit for each nonzero one on the way.
-                let zeros = !nz & band.from(k);
+                let zeros = !*nz & band.from(k);
                 let (stop, passed) =
-                    if !ANY_RUN && (nz >> k) & ((2 << r) - 1) == 0 && k + r <= band.se {
+                    if !ANY_RUN && (*nz >> k) & ((2 << r) - 1) == 0 && k + r <= band.se {
                         (k + r, 0)
                     } else {
                         match find(zeros, r) {
@@ -841,14 +836,11 @@ impl<'a> Bits<'a> {
                     b.skip_bits(passed);
                 }
                 // As `BlockCoefs::set`: past the band's end lands on the last coefficient.
-                nz |= u64::from(s != 0) << stop.min(63);
+                *nz |= u64::from(s != 0) << stop.min(63);
                 k = stop + 1;
             }
-            nonzero[i] = nz;
-            i += 1;
-        }
-        *self = b;
-        *eob = run;
+            Some(0)
+        })?;
         (!bad).then_some(())
     }
 
@@ -1042,7 +1034,10 @@ mod tests {
             let paths: &[Row] = if ah == 0 {
                 &[|b, t, band, eob, nz| b.first_unkept(t, band, eob, nz)]
             } else {
-                &[simd::portable_refine_unkept, simd::refine_unkept]
+                &[
+                    |b, t, band, eob, nz| b.refine_unkept::<false>(t, band, eob, nz, select),
+                    simd::refine_unkept,
+                ]
             };
             for (i, path) in paths.iter().enumerate() {
                 let mut unkept = before.clone();
