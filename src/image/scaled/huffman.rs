@@ -354,6 +354,17 @@ pub(super) fn cached_ac_table(spec: &HuffSpec) -> Option<Rc<AcTable>> {
     })
 }
 
+/// One block of an MCU for [`Bits::small_mcus`]: its component's tables, and whether its
+/// 2x2 lowest coefficients are kept (else its DC alone).
+#[derive(Clone, Copy)]
+pub(super) struct SmallSlot<'t> {
+    /// The component's index in the scan, whose DC predictor it uses.
+    pub(super) comp: usize,
+    pub(super) dc: &'t DcTable,
+    pub(super) ac: &'t AcTable,
+    pub(super) two: bool,
+}
+
 /// MSB-first bit reader over one entropy-coded segment. Past its end (a marker or the end
 /// of the data) it feeds zero bytes and counts them, so that reading into them can be
 /// detected afterwards as truncation.
@@ -900,6 +911,39 @@ impl<'a> Bits<'a> {
         }
     }
 
+    /// Decodes `out.len() / slots.len()` MCUs of a baseline scan whose blocks keep at most
+    /// their 2x2 lowest coefficients (1/8 and 1/4 scale): for each block in `out`, its DC
+    /// coefficient (the predictors `pred` carried along), then for a `two` slot its
+    /// coefficients at (0, 1), (1, 0) and (1, 1). One call a run of MCUs keeps the bit
+    /// reader in registers from block to block (a call a block stored and reloaded it).
+    #[inline(always)]
+    pub(super) fn small_mcus(
+        &mut self,
+        slots: &[SmallSlot],
+        pred: &mut [i32; 4],
+        out: &mut [[i32; 4]],
+    ) -> Option<()> {
+        let mut b = *self;
+        for mcu in out.chunks_exact_mut(slots.len()) {
+            for (s, dst) in slots.iter().zip(mcu) {
+                b.ensure();
+                let diff = b.dc(s.dc)?;
+                let p = &mut pred[s.comp & 3];
+                *p = i32::from((*p + diff) as i16);
+                if s.two {
+                    let mut blk = [[0i32; 1]; 5];
+                    b.ac::<2, 1, 5>(s.ac, &mut blk, 0, 1, 64)?;
+                    *dst = [*p, blk[1][0], blk[2][0], blk[3][0]];
+                } else {
+                    b.skip_ac(s.ac, 1, 64)?;
+                    dst[0] = *p;
+                }
+            }
+        }
+        *self = b;
+        Some(())
+    }
+
     /// Decodes a sequential block's DC difference and skips its AC coefficients.
     ///
     /// This and [`Bits::block`] are the per-block entry points of the baseline scan loop.
@@ -1064,6 +1108,120 @@ mod tests {
             }
         }
         assert!(ok > 1000 && refused > 100, "{ok} taken, {refused} refused");
+    }
+
+    /// A sequential DC table (the standard luminance lengths) and an AC table of every
+    /// baseline symbol, nearly complete so that random data decodes for a while: EOB and
+    /// a few small coefficients in short codes, ZRL and most others in 9 bits, the rest in
+    /// 12, past the fast tables.
+    fn sequential_tables() -> (DcTable, AcTable) {
+        let mut dc_counts = [0u8; 17];
+        dc_counts[2..10].copy_from_slice(&[1, 5, 1, 1, 1, 1, 1, 1]);
+        let dc = DcTable::new(&HuffSpec {
+            counts: dc_counts,
+            symbols: (0..12).collect(),
+        })
+        .expect("a valid DC table");
+        let short = [0x00u8, 0x01, 0x02, 0x11, 0x03];
+        let rest: Vec<u8> = (0..16u8)
+            .flat_map(|r| (1..=10u8).map(move |s| r << 4 | s))
+            .chain([0xF0])
+            .filter(|sym| !short.contains(sym))
+            .collect();
+        let mut counts = [0u8; 17];
+        counts[2..5].copy_from_slice(&[2, 1, 2]);
+        counts[9] = 120;
+        counts[12] = (rest.len() - 120) as u8;
+        let ac = AcTable::new(&HuffSpec {
+            counts,
+            symbols: short.iter().copied().chain(rest).collect(),
+        })
+        .expect("a valid AC table");
+        (dc, ac)
+    }
+
+    /// The row loop of baseline scans at 1/8 and 1/4 (`small_mcus`, both the copy this
+    /// CPU takes and the portable one) against the per-block path: the same coefficients
+    /// (DC predicted), bits read and verdict, for MCUs of DC-only and 2x2 blocks over
+    /// random data, with stuffed and stray 0xFF bytes and the data's end.
+    #[test]
+    fn small_mcus_match_the_block_path() {
+        let (dc, ac) = sequential_tables();
+        let mut next = rng(0x9E37_79B9_7F4A_7C15);
+        let layouts: [&[u32]; 5] = [&[0, 0, 0, 0, 4, 4], &[0, 0, 0], &[4; 6], &[0], &[4]];
+        let read = |b: &Bits| (b.pos * 8) as i64 - i64::from(b.nbits) - i64::from(b.fake) * 8;
+        let (mut ok, mut refused, mut overran) = (0, 0, 0);
+        for case in 0..3000 {
+            let mut data = Vec::new();
+            for _ in 0..(next() % 400) {
+                match next() % 200 {
+                    0 => data.extend([0xFF, 0x00]),
+                    1 if case % 3 == 0 => data.extend([0xFF, 0xD0]),
+                    _ => data.push((next() % 255) as u8),
+                }
+            }
+            let layout = layouts[case % layouts.len()];
+            let comps: Vec<usize> = layout
+                .iter()
+                .map(|&last| usize::from(last != 0 && layout[0] == 0))
+                .collect();
+            let mcus = 1 + (next() % 30) as usize;
+            // The per-block path, as the general scan loop walks it.
+            let mut a = Bits::new(&data, 0);
+            let mut pred = [0i32; 4];
+            let mut want = Vec::new();
+            let got_a = (|| {
+                for _ in 0..mcus {
+                    for (&last, &c) in layout.iter().zip(&comps) {
+                        let mut add = |diff: i32| {
+                            pred[c] = i32::from((pred[c] + diff) as i16);
+                            pred[c]
+                        };
+                        if last == 0 {
+                            want.push([add(a.dc_block(&dc, &ac)?), 0, 0, 0]);
+                        } else {
+                            let mut blk = [[0i32; 1]; 5];
+                            let d = add(a.block::<2, 1, 5>(&dc, &ac, &mut blk, 0)?);
+                            want.push([d, blk[1][0], blk[2][0], blk[3][0]]);
+                        }
+                    }
+                }
+                Some(())
+            })();
+            let slots: Vec<SmallSlot> = layout
+                .iter()
+                .zip(&comps)
+                .map(|(&last, &comp)| SmallSlot {
+                    comp,
+                    dc: &dc,
+                    ac: &ac,
+                    two: last != 0,
+                })
+                .collect();
+            type Path = fn(&mut Bits, &[SmallSlot], &mut [i32; 4], &mut [[i32; 4]]) -> Option<()>;
+            let paths: [Path; 2] = [simd::small_mcus, |b, slots, pred, out| {
+                b.small_mcus(slots, pred, out)
+            }];
+            for (i, path) in paths.iter().enumerate() {
+                let mut b = Bits::new(&data, 0);
+                let mut out = vec![[0i32; 4]; mcus * layout.len()];
+                let got_b = path(&mut b, &slots, &mut [0; 4], &mut out);
+                assert_eq!(got_a.is_some(), got_b.is_some(), "case {case}, path {i}");
+                if got_a.is_some() {
+                    assert_eq!(read(&a), read(&b), "case {case}, path {i}: bits read");
+                    assert_eq!(want, out, "case {case}, path {i}");
+                }
+            }
+            match got_a {
+                None => refused += 1,
+                Some(()) if a.overran() => overran += 1,
+                Some(()) => ok += 1,
+            }
+        }
+        assert!(
+            ok > 500 && refused > 100 && overran > 100,
+            "{ok} decoded, {refused} refused, {overran} ran past the data"
+        );
     }
 
     /// `select` against the obvious loop, for masks of every density and every run a

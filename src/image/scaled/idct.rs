@@ -90,7 +90,7 @@ impl Sink {
 
     /// Writes the samples of a 2x2 block from its 4 kept coefficients.
     #[inline(always)]
-    pub(super) fn put_2x2(&mut self, blk: &[i32; 17], bx: usize, by: usize) -> Option<()> {
+    pub(super) fn put_2x2(&mut self, blk: &[i32; 4], bx: usize, by: usize) -> Option<()> {
         let (at, stride, q) = ((by * self.stride + bx) * 2, self.stride, &self.q);
         let out = self.plane.get_mut(at..at + stride + 2)?;
         let a = blk[0] as f32 * q[0] + 128.0;

@@ -166,7 +166,7 @@ impl Coefs {
             match n {
                 1 => sink.put_dc(i32::from(kept[0]), bx, by)?,
                 2 => {
-                    let mut blk = [0i32; 17];
+                    let mut blk = [0i32; 4];
                     for (b, &v) in blk.iter_mut().zip(kept) {
                         *b = i32::from(v);
                     }

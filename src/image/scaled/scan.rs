@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use super::Scaled;
 use super::color::RowSource;
-use super::huffman::{AcTable, Bits, DcTable, HuffSpec, cached_ac_table};
+use super::huffman::{AcTable, Bits, DcTable, HuffSpec, SmallSlot, cached_ac_table};
 use super::idct::{BATCH_ROWS, LANES, Sink};
 use super::marker::{find_marker, find_marker_after_scan, segment};
 use super::progressive::{Band, Coefs};
@@ -644,6 +644,9 @@ fn decode_baseline(
     scan: &[ScanComp],
     ctx: &mut [BlockCtx],
 ) -> Option<()> {
+    if ctx.iter().all(|c| c.sink.n <= 2) {
+        return decode_small(bits, g, scan, ctx);
+    }
     run_scan(bits, g, scan, |bits, pred, sc, bx, by| {
         let c = &mut ctx[sc];
         let mut add = |diff: i32| {
@@ -656,9 +659,10 @@ fn decode_baseline(
                 c.sink.put_dc(dc, bx, by)
             }
             2 => {
-                let mut blk = [[0i32; 1]; 17];
-                blk[0][0] = add(bits.block::<2, 1, 17>(c.dc, c.ac, &mut blk, 0)?);
-                c.sink.put_2x2(&blk.map(|[v]| v), bx, by)
+                let mut blk = [[0i32; 1]; 5];
+                let dc = add(bits.block::<2, 1, 5>(c.dc, c.ac, &mut blk, 0)?);
+                c.sink
+                    .put_2x2(&[dc, blk[1][0], blk[2][0], blk[3][0]], bx, by)
             }
             n => {
                 // Straight into the IDCT batch, whose coefficients start out zero.
@@ -674,4 +678,74 @@ fn decode_baseline(
         }
     })?;
     ctx.iter_mut().try_for_each(|c| c.sink.flush())
+}
+
+/// [`decode_baseline`] where every block keeps at most its 2x2 lowest coefficients (1/8
+/// and 1/4 scale): the entropy decoding goes a run of MCUs (up to the row's end or the
+/// next restart) per call of [`Bits::small_mcus`], then the samples are written a block
+/// position of the MCU at a time.
+fn decode_small(
+    bits: &mut Bits,
+    g: &ScanGeom,
+    scan: &[ScanComp],
+    ctx: &mut [BlockCtx],
+) -> Option<()> {
+    let mut slots = Vec::with_capacity(10);
+    let mut small = Vec::with_capacity(10);
+    for (sc, (s, c)) in scan.iter().zip(&*ctx).enumerate() {
+        for dy in 0..s.vs {
+            for dx in 0..s.hs {
+                slots.push((sc, s.hs, s.vs, dx, dy));
+                small.push(SmallSlot {
+                    comp: sc,
+                    dc: c.dc,
+                    ac: c.ac,
+                    two: c.sink.n == 2,
+                });
+            }
+        }
+    }
+    let ns = slots.len();
+    let mut out = vec![[0i32; 4]; ns * g.mcux];
+    let mut pred = [0i32; 4];
+    let mut left = g.restart;
+    let mut next_rst = 0u8;
+    for my in 0..g.mcuy {
+        let mut mx = 0;
+        while mx < g.mcux {
+            let mut run = g.mcux - mx;
+            if g.restart != 0 {
+                if left == 0 {
+                    *bits = restart(*bits, next_rst)?;
+                    next_rst = (next_rst + 1) & 7;
+                    pred = [0; 4];
+                    left = g.restart;
+                }
+                run = run.min(left);
+                left -= run;
+            }
+            let out = &mut out[..run * ns];
+            simd::small_mcus(bits, &small, &mut pred, out)?;
+            for (j, &(sc, hs, vs, dx, dy)) in slots.iter().enumerate() {
+                let sink = &mut ctx[sc].sink;
+                let by = my * vs + dy;
+                let blocks = out[j..].iter().step_by(ns);
+                if sink.n == 1 {
+                    for (i, v) in blocks.enumerate() {
+                        sink.put_dc(v[0], (mx + i) * hs + dx, by)?;
+                    }
+                } else {
+                    for (i, v) in blocks.enumerate() {
+                        sink.put_2x2(v, (mx + i) * hs + dx, by)?;
+                    }
+                }
+            }
+            mx += run;
+        }
+        // Stop early on truncated data rather than decoding zeros to the end.
+        if bits.overran() {
+            return None;
+        }
+    }
+    Some(())
 }

@@ -6,7 +6,7 @@
 //! the same way, taken where [`has_fast_pdep`] says so.
 
 use super::color::{RowSource, colour_rows_inner};
-use super::huffman::{AcTable, Bits, select};
+use super::huffman::{AcTable, Bits, SmallSlot, select};
 use super::idct::Sink;
 use super::progressive::Band;
 
@@ -52,6 +52,13 @@ pub(super) fn colour_rows(
         return unsafe { avx2(pixels, ow, rows, rgb) };
     }
     colour_rows_inner(pixels, ow, rows, rgb)
+}
+
+/// Whether the CPU has BMI2 (every Fargate and Lambda x86 host does).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn has_bmi2() -> bool {
+    std::arch::is_x86_feature_detected!("bmi2")
 }
 
 /// Whether `pdep` is fast: on every x86 CPU with BMI2 but AMD's before Zen 3 (and Hygon's,
@@ -106,6 +113,33 @@ pub(super) fn refine_unkept(
         return unsafe { bmi2(bits, t, band, eob, nonzero) };
     }
     bits.refine_unkept::<false>(t, band, eob, nonzero, select)
+}
+
+/// A run of MCUs of a baseline scan at 1/8 or 1/4 ([`Bits::small_mcus`]). Where the CPU
+/// has BMI2, compiled with it: its shifts by a register (`shlx`, `shrx`) take one step
+/// where the baseline's `shl` by `cl` takes two, and every Huffman code goes through one.
+#[inline(never)]
+pub(super) fn small_mcus(
+    bits: &mut Bits,
+    slots: &[SmallSlot],
+    pred: &mut [i32; 4],
+    out: &mut [[i32; 4]],
+) -> Option<()> {
+    #[cfg(target_arch = "x86_64")]
+    if has_bmi2() {
+        #[target_feature(enable = "bmi2")]
+        fn bmi2(
+            bits: &mut Bits,
+            slots: &[SmallSlot],
+            pred: &mut [i32; 4],
+            out: &mut [[i32; 4]],
+        ) -> Option<()> {
+            bits.small_mcus(slots, pred, out)
+        }
+        // SAFETY: the CPU has BMI2, the only requirement of `bmi2`.
+        return unsafe { bmi2(bits, slots, pred, out) };
+    }
+    bits.small_mcus(slots, pred, out)
 }
 
 #[cfg(test)]
