@@ -944,6 +944,32 @@ impl<'a> Bits<'a> {
         Some(())
     }
 
+    /// A run of MCUs of a progressive DC scan, `tables` holding one table per block of an
+    /// MCU: each block's DC difference in `out`; in a refinement (`tables` is `None`), its
+    /// correction bit. One call a run, as [`Bits::small_mcus`].
+    #[inline(never)]
+    pub(super) fn dc_mcus(&mut self, tables: Option<&[&DcTable]>, out: &mut [i32]) -> Option<()> {
+        let mut b = *self;
+        match tables {
+            Some(tables) => {
+                for mcu in out.chunks_exact_mut(tables.len()) {
+                    for (t, d) in tables.iter().zip(mcu) {
+                        b.ensure();
+                        *d = b.dc(t)?;
+                    }
+                }
+            }
+            None => {
+                for d in out {
+                    b.ensure();
+                    *d = b.take(1);
+                }
+            }
+        }
+        *self = b;
+        Some(())
+    }
+
     /// Decodes a sequential block's DC difference and skips its AC coefficients.
     ///
     /// This and [`Bits::block`] are the per-block entry points of the baseline scan loop.

@@ -144,6 +144,12 @@ impl Coefs {
         self.nonzero.get_mut(i..i.checked_add(count)?)
     }
 
+    /// Block `i`'s DC coefficient.
+    #[inline(always)]
+    pub(super) fn dc_mut(&mut self, i: usize) -> Option<&mut i16> {
+        self.kept.get_mut(i * self.n * self.n)
+    }
+
     /// Block `i`'s kept coefficients and nonzero bits.
     #[inline(always)]
     pub(super) fn block(&mut self, i: usize) -> Option<BlockCoefs<'_>> {

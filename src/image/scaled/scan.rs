@@ -400,21 +400,13 @@ impl Decoder {
             targets.push((coefs, c.bw));
         }
         let ok = if band.ss == 0 {
-            let tables: Vec<Option<&DcTable>> =
-                scan.iter().map(|s| self.dc_tables[s.td].as_ref()).collect();
-            run_scan(bits, geom, scan, |bits, pred, sc, bx, by| {
-                let (coefs, bw) = &mut targets[sc];
-                let kept = coefs.block(by * *bw + bx)?.kept;
-                bits.ensure();
-                if band.ah == 0 {
-                    // libjpeg keeps the predictor as an int and stops where it overflows.
-                    *pred = pred.checked_add(bits.dc(tables[sc]?)?)?;
-                    kept[0] = ((*pred as u32) << band.al) as i16;
-                } else if bits.take(1) != 0 {
-                    kept[0] |= 1 << band.al;
-                }
-                Some(())
-            })
+            let slots = mcu_slots(scan);
+            let tables: Option<Vec<&DcTable>> = slots
+                .iter()
+                .map(|&(sc, ..)| self.dc_tables[scan[sc].td].as_ref())
+                .collect();
+            let tables = if band.ah == 0 { Some(tables?) } else { None };
+            dc_scan(bits, geom, &slots, tables.as_deref(), &band, &mut targets)
         } else {
             let table = self.ac_tables[scan[0].ta].as_deref()?;
             let (coefs, bw) = &mut targets[0];
@@ -495,16 +487,11 @@ struct ScanGeom {
     restart: usize,
 }
 
-/// Walks a scan's MCUs in order, handling restart markers, and calls `block` with the
-/// component's scan state (DC predictor, or end-of-band run), its index in the scan and
-/// the block's position. The state is zeroed at each restart.
-#[inline(always)]
-fn run_scan<F>(bits: &mut Bits, g: &ScanGeom, scan: &[ScanComp], mut block: F) -> Option<()>
-where
-    F: FnMut(&mut Bits, &mut i32, usize, usize, usize) -> Option<()>,
-{
-    // An MCU's blocks in coding order: (index in the scan, blocks per MCU across and
-    // down, offset in the MCU across and down).
+/// An MCU's blocks in coding order: (index in the scan, blocks per MCU across and down,
+/// offset in the MCU across and down).
+type Slot = (usize, usize, usize, usize, usize);
+
+fn mcu_slots(scan: &[ScanComp]) -> Vec<Slot> {
     let mut slots = Vec::with_capacity(10);
     for (sc, s) in scan.iter().enumerate() {
         for dy in 0..s.vs {
@@ -513,11 +500,25 @@ where
             }
         }
     }
+    slots
+}
+
+/// Walks a scan's MCUs a run at a time (up to the row's end or the next restart marker),
+/// handling the markers, and calls `f` with the components' scan state (DC predictors,
+/// or end-of-band runs), zeroed at each restart, the MCU row and the run's first MCU and
+/// length.
+#[inline(always)]
+fn mcu_runs<F>(bits: &mut Bits, g: &ScanGeom, mut f: F) -> Option<()>
+where
+    F: FnMut(&mut Bits, &mut [i32; 4], usize, usize, usize) -> Option<()>,
+{
     let mut state = [0i32; 4];
     let mut left = g.restart;
     let mut next_rst = 0u8;
     for my in 0..g.mcuy {
-        for mx in 0..g.mcux {
+        let mut mx = 0;
+        while mx < g.mcux {
+            let mut run = g.mcux - mx;
             if g.restart != 0 {
                 if left == 0 {
                     *bits = restart(*bits, next_rst)?;
@@ -525,11 +526,11 @@ where
                     state = [0; 4];
                     left = g.restart;
                 }
-                left -= 1;
+                run = run.min(left);
+                left -= run;
             }
-            for &(sc, hs, vs, dx, dy) in &slots {
-                block(bits, &mut state[sc], sc, mx * hs + dx, my * vs + dy)?;
-            }
+            f(bits, &mut state, my, mx, run)?;
+            mx += run;
         }
         // Stop early on truncated data rather than decoding zeros to the end.
         if bits.overran() {
@@ -537,6 +538,64 @@ where
         }
     }
     Some(())
+}
+
+/// Walks a scan's MCUs in order ([`mcu_runs`]) and calls `block` with the component's
+/// scan state, its index in the scan and the block's position.
+#[inline(always)]
+fn run_scan<F>(bits: &mut Bits, g: &ScanGeom, scan: &[ScanComp], mut block: F) -> Option<()>
+where
+    F: FnMut(&mut Bits, &mut i32, usize, usize, usize) -> Option<()>,
+{
+    let slots = mcu_slots(scan);
+    mcu_runs(bits, g, |bits, state, my, mx, run| {
+        for mx in mx..mx + run {
+            for &(sc, hs, vs, dx, dy) in &slots {
+                block(bits, &mut state[sc], sc, mx * hs + dx, my * vs + dy)?;
+            }
+        }
+        Some(())
+    })
+}
+
+/// A progressive DC scan, a run of MCUs at a time ([`Bits::dc_mcus`]): the first scan
+/// (`tables`) or a refinement's correction bits, into each component's coefficients.
+fn dc_scan(
+    bits: &mut Bits,
+    g: &ScanGeom,
+    slots: &[Slot],
+    tables: Option<&[&DcTable]>,
+    band: &Band,
+    targets: &mut [(Coefs, usize)],
+) -> Option<()> {
+    let ns = slots.len();
+    let mut out = vec![0i32; ns * g.mcux];
+    mcu_runs(bits, g, |bits, pred, my, mx, run| {
+        let out = &mut out[..run * ns];
+        bits.dc_mcus(tables, out)?;
+        if tables.is_some() {
+            for mcu in out.chunks_exact_mut(ns) {
+                for (&(sc, ..), v) in slots.iter().zip(mcu) {
+                    // libjpeg keeps the predictor as an int and stops where it overflows.
+                    pred[sc] = pred[sc].checked_add(*v)?;
+                    *v = pred[sc];
+                }
+            }
+        }
+        for (j, &(sc, hs, vs, dx, dy)) in slots.iter().enumerate() {
+            let (coefs, bw) = &mut targets[sc];
+            let row = (my * vs + dy) * *bw;
+            for (i, &v) in out[j..].iter().step_by(ns).enumerate() {
+                let dc = coefs.dc_mut(row + (mx + i) * hs + dx)?;
+                if tables.is_some() {
+                    *dc = ((v as u32) << band.al) as i16;
+                } else if v != 0 {
+                    *dc |= 1 << band.al;
+                }
+            }
+        }
+        Some(())
+    })
 }
 
 /// Walks a progressive AC scan (one component, its blocks in raster order), handling restart
@@ -690,62 +749,35 @@ fn decode_small(
     scan: &[ScanComp],
     ctx: &mut [BlockCtx],
 ) -> Option<()> {
-    let mut slots = Vec::with_capacity(10);
-    let mut small = Vec::with_capacity(10);
-    for (sc, (s, c)) in scan.iter().zip(&*ctx).enumerate() {
-        for dy in 0..s.vs {
-            for dx in 0..s.hs {
-                slots.push((sc, s.hs, s.vs, dx, dy));
-                small.push(SmallSlot {
-                    comp: sc,
-                    dc: c.dc,
-                    ac: c.ac,
-                    two: c.sink.n == 2,
-                });
-            }
-        }
-    }
+    let slots = mcu_slots(scan);
+    let small: Vec<SmallSlot> = slots
+        .iter()
+        .map(|&(sc, ..)| SmallSlot {
+            comp: sc,
+            dc: ctx[sc].dc,
+            ac: ctx[sc].ac,
+            two: ctx[sc].sink.n == 2,
+        })
+        .collect();
     let ns = slots.len();
     let mut out = vec![[0i32; 4]; ns * g.mcux];
-    let mut pred = [0i32; 4];
-    let mut left = g.restart;
-    let mut next_rst = 0u8;
-    for my in 0..g.mcuy {
-        let mut mx = 0;
-        while mx < g.mcux {
-            let mut run = g.mcux - mx;
-            if g.restart != 0 {
-                if left == 0 {
-                    *bits = restart(*bits, next_rst)?;
-                    next_rst = (next_rst + 1) & 7;
-                    pred = [0; 4];
-                    left = g.restart;
+    mcu_runs(bits, g, |bits, pred, my, mx, run| {
+        let out = &mut out[..run * ns];
+        simd::small_mcus(bits, &small, pred, out)?;
+        for (j, &(sc, hs, vs, dx, dy)) in slots.iter().enumerate() {
+            let sink = &mut ctx[sc].sink;
+            let by = my * vs + dy;
+            let blocks = out[j..].iter().step_by(ns);
+            if sink.n == 1 {
+                for (i, v) in blocks.enumerate() {
+                    sink.put_dc(v[0], (mx + i) * hs + dx, by)?;
                 }
-                run = run.min(left);
-                left -= run;
-            }
-            let out = &mut out[..run * ns];
-            simd::small_mcus(bits, &small, &mut pred, out)?;
-            for (j, &(sc, hs, vs, dx, dy)) in slots.iter().enumerate() {
-                let sink = &mut ctx[sc].sink;
-                let by = my * vs + dy;
-                let blocks = out[j..].iter().step_by(ns);
-                if sink.n == 1 {
-                    for (i, v) in blocks.enumerate() {
-                        sink.put_dc(v[0], (mx + i) * hs + dx, by)?;
-                    }
-                } else {
-                    for (i, v) in blocks.enumerate() {
-                        sink.put_2x2(v, (mx + i) * hs + dx, by)?;
-                    }
+            } else {
+                for (i, v) in blocks.enumerate() {
+                    sink.put_2x2(v, (mx + i) * hs + dx, by)?;
                 }
             }
-            mx += run;
         }
-        // Stop early on truncated data rather than decoding zeros to the end.
-        if bits.overran() {
-            return None;
-        }
-    }
-    Some(())
+        Some(())
+    })
 }
