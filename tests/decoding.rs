@@ -193,6 +193,37 @@ fn progressive_scripts_decode_at_every_scale() {
     let jpeg = cjpeg_scans(&["-grayscale", "-restart", "2"], gray);
     matches_libjpeg("progressive gray", &jpeg, 45.0);
     assert_own_decoder_takes("progressive gray", &jpeg);
+    exact_at_one_eighth("progressive gray", &jpeg);
+    let jpeg = cjpeg(&["-grayscale", "-progressive", "-restart", "1"]);
+    exact_at_one_eighth("progressive gray, cjpeg's script", &jpeg);
+    // And baseline files, whose 1/8 decode has a loop of its own.
+    for restart in ["0", "1", "3B"] {
+        let jpeg = cjpeg(&["-grayscale", "-quality", "92", "-restart", restart]);
+        exact_at_one_eighth(&format!("baseline gray, restart {restart}"), &jpeg);
+    }
+}
+
+/// At 1/8 a block is its DC term alone, which qp rounds as libjpeg's 1x1 IDCT does: for a
+/// gray file (no colour conversion, whose rounding differs by 1 here and there) qp's own
+/// decoder gives libjpeg-turbo's picture exactly, so one quantization step off in any
+/// block shows.
+fn exact_at_one_eighth(name: &str, jpeg: &[u8]) {
+    let ours = image::scaled::decode_scaled(jpeg, 1, u64::MAX)
+        .unwrap_or_else(|| panic!("{name}: qp's decoder declined at 1/8"));
+    assert_eq!(ours.channels, 1, "{name}");
+    let (w, h, reference, _) = djpeg(jpeg, 1);
+    assert_eq!((ours.width, ours.height), (w, h), "{name}");
+    let reference: Vec<u8> = reference.iter().step_by(3).copied().collect();
+    let differ = ours
+        .pixels
+        .iter()
+        .zip(&reference)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        differ, 0,
+        "{name} at 1/8: {differ} samples differ from djpeg's"
+    );
 }
 
 /// qp's own decoder, not libjpeg-turbo after it declined, made the reduced-scale pictures.
