@@ -855,6 +855,41 @@ impl<'a> Bits<'a> {
         (!bad).then_some(())
     }
 
+    /// Blocks `first..first + n` of an AC scan whose band the reduced block keeps part of:
+    /// a block at a time, end-of-band runs (`eob`, carried from run to run) by `refine_run`.
+    pub(super) fn kept_run(
+        &mut self,
+        t: &AcTable,
+        band: &Band,
+        coefs: &mut Coefs,
+        (first, n): (usize, usize),
+        eob: &mut usize,
+    ) -> Option<()> {
+        let mut i = 0;
+        while i < n {
+            if *eob > 0 {
+                let run = (*eob).min(n - i);
+                if band.ah != 0 {
+                    self.refine_run(t, band, coefs, first + i, run)?;
+                }
+                *eob -= run;
+                i += run;
+                continue;
+            }
+            // The run that a block's end-of-band symbol starts, less the block itself.
+            let mut rest = 0;
+            let block = coefs.block(first + i)?;
+            if band.ah == 0 {
+                self.ac_first(t, band, &mut rest, block)?;
+            } else {
+                self.ac_refine(t, band, &mut rest, block)?;
+            }
+            *eob = usize::try_from(rest).ok()?;
+            i += 1;
+        }
+        Some(())
+    }
+
     /// The blocks `first..first + count` of an end-of-band run in a refinement scan: a
     /// correction bit for each coefficient of the band already nonzero, and nothing new.
     pub(super) fn refine_run(
@@ -1042,37 +1077,6 @@ mod tests {
         AcTable::new(&HuffSpec { counts, symbols }).expect("a valid table")
     }
 
-    /// One row of an AC scan as `ac_scan` walks it where the reduced block keeps part of
-    /// the band: a block at a time, end-of-band runs by `refine_run`.
-    fn general_row(
-        bits: &mut Bits,
-        t: &AcTable,
-        band: &Band,
-        coefs: &mut Coefs,
-        n: usize,
-    ) -> Option<()> {
-        let (mut eob, mut bx) = (0usize, 0);
-        while bx < n {
-            if eob > 0 {
-                let run = eob.min(n - bx);
-                if band.ah != 0 {
-                    bits.refine_run(t, band, coefs, bx, run)?;
-                }
-                (eob, bx) = (eob - run, bx + run);
-                continue;
-            }
-            let mut rest = 0;
-            let block = coefs.block(bx)?;
-            if band.ah == 0 {
-                bits.ac_first(t, band, &mut rest, block)?;
-            } else {
-                bits.ac_refine(t, band, &mut rest, block)?;
-            }
-            (eob, bx) = (usize::try_from(rest).ok()?, bx + 1);
-        }
-        Some(())
-    }
-
     /// The unkept paths (`first_unkept`, `refine_unkept`: whole rows, nonzero bits only)
     /// read the same bits as the general one and leave the same nonzero bits and verdict,
     /// on random data (markers aside) over random bands and earlier coefficients.
@@ -1096,7 +1100,8 @@ mod tests {
             let before: Vec<u64> = (0..n).map(|_| next() & next() & !1).collect();
             general.nonzero_mut(0, n).unwrap().copy_from_slice(&before);
             let mut a = Bits::new(&data, 0);
-            let got_a = general_row(&mut a, &t, &band, &mut general, n);
+            let mut eob_a = 0;
+            let got_a = a.kept_run(&t, &band, &mut general, (0, n), &mut eob_a);
             let read = |b: &Bits| (b.pos * 8) as i64 - i64::from(b.nbits) - i64::from(b.fake) * 8;
             // The first scan's path; the refinement's portable copy and the one this CPU
             // takes (BMI2's where its pdep is fast).
@@ -1112,7 +1117,8 @@ mod tests {
             for (i, path) in paths.iter().enumerate() {
                 let mut unkept = before.clone();
                 let mut b = Bits::new(&data, 0);
-                let got_b = path(&mut b, &t, &band, &mut 0, &mut unkept);
+                let mut eob_b = 0;
+                let got_b = path(&mut b, &t, &band, &mut eob_b, &mut unkept);
                 assert_eq!(
                     got_a.is_some(),
                     got_b.is_some(),
@@ -1120,6 +1126,7 @@ mod tests {
                 );
                 if got_a.is_some() {
                     assert_eq!(read(&a), read(&b), "case {case}, path {i}: bits read");
+                    assert_eq!(eob_a, eob_b, "case {case}, path {i}: end-of-band run");
                     assert_eq!(
                         general.nonzero_mut(0, n).unwrap(),
                         &unkept[..],
